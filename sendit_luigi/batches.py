@@ -1,0 +1,131 @@
+"""Finding batches and naming them without PHI.
+
+A batch is one sub-folder of an input folder: one accession number, one study.
+Folder names are accession numbers, which are PHI, and Luigi copies task
+parameters into task ids, logs and the luigid web page. So a batch is known to
+Luigi only by its *batch key*: a keyed hash of the folder's absolute path. The
+key-to-folder mapping lives in the private work directory (``source.json``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+from .workdir import Keyed, load_secret, private_dir, read_json, read_json_or_none, write_json
+
+KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch's private work folder and the checkpoint files in it."""
+
+    key: str
+    dir: Path
+
+    @property
+    def source_file(self) -> Path:
+        return self.dir / "source.json"
+
+    @property
+    def headers_file(self) -> Path:
+        return self.dir / "headers.json"
+
+    @property
+    def identifiers_file(self) -> Path:
+        return self.dir / "identifiers.json"
+
+    @property
+    def tarball(self) -> Path:
+        return self.dir / "study.tar.gz"
+
+    @property
+    def result_file(self) -> Path:
+        return self.dir / "result.json"
+
+    @property
+    def uploaded_file(self) -> Path:
+        return self.dir / "uploaded.json"
+
+    def folder(self) -> Path:
+        """The input folder this batch reads (PHI: never log it)."""
+        return Path(read_json(self.source_file)["folder"])
+
+
+def batch(key: str) -> Batch:
+    return Batch(key, config.sendit().work_path() / "batches" / key)
+
+
+def keyed() -> Keyed:
+    return Keyed(load_secret(config.sendit().secret_path()))
+
+
+def is_still_copying(name: str, suffixes: tuple[str, ...]) -> bool:
+    return name.endswith(suffixes)
+
+
+def discover() -> list[str]:
+    """Return the keys of all batch folders, in a stable order, recording new ones.
+
+    The order is by key, so it says nothing about folder names and stays the
+    same from run to run.
+    """
+    cfg = config.sendit()
+    suffixes = cfg.suffixes()
+    hasher = keyed()
+    keys = set()
+    for root in cfg.input_paths():
+        if not root.is_dir():
+            raise FileNotFoundError(f"input folder {root} does not exist or is not a folder ([sendit] input_folders)")
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if not entry.is_dir() or is_still_copying(entry.name, suffixes):
+                    continue
+                folder = os.path.realpath(entry.path)
+                key = hasher.hex("batch", folder, KEY_LENGTH)
+                keys.add(key)
+                b = batch(key)
+                if not b.source_file.exists():
+                    private_dir(b.dir)
+                    write_json(b.source_file, {"folder": folder})
+    return sorted(keys)
+
+
+def known_keys() -> list[str]:
+    """Keys of every batch that has a work folder (discovered now or earlier)."""
+    root = config.sendit().work_path() / "batches"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "source.json").exists())
+
+
+def shard_of(key: str, shards: int) -> int:
+    return int(key[:8], 16) % max(shards, 1)
+
+
+STATUSES = ("queued", "processing", "done processing", "uploaded", "empty", "error")
+
+
+def status(b: Batch) -> tuple[str, dict | None]:
+    """The batch's status, read from its checkpoint files alone.
+
+    Returns the status and the result record (or ``None`` before there is one).
+    """
+    result = read_json_or_none(b.result_file)
+    if result is None:
+        started = b.headers_file.exists() or b.identifiers_file.exists()
+        return ("processing" if started else "queued"), None
+    if result["status"] == "done":
+        return ("uploaded" if b.uploaded_file.exists() else "done processing"), result
+    return result["status"], result
+
+
+def upload_settled(b: Batch) -> bool:
+    """Nothing is left to upload: the batch is uploaded, or ended empty or in error for good."""
+    if b.uploaded_file.exists():
+        return True
+    result = read_json_or_none(b.result_file)
+    return result is not None and result["status"] in ("empty", "error") and not result.get("retryable")

@@ -1,0 +1,125 @@
+"""Settings, one ``luigi.Config`` class per ``luigi.cfg`` section.
+
+Luigi reads ``luigi.cfg`` from the working directory, or the file named by
+``LUIGI_CONFIG_PATH``. Every setting has a default so that the package imports
+without a config file; ``luigi.cfg`` at the top of the repository documents
+them all.
+
+The class names are the section names (``[sendit]``, ``[identifiers]`` ...),
+which is how Luigi maps a section to a ``Config`` class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+
+class sendit(luigi.Config):  # noqa: N801 - Luigi maps the class name to [sendit]
+    """Where batches come from and where the pipeline keeps its checkpoints."""
+
+    input_folders = luigi.Parameter(
+        default="",
+        description="Comma-separated folders; every sub-folder of each is one batch (one study).",
+    )
+    work_dir = luigi.Parameter(
+        default="work",
+        description="Checkpoints, the secret key and the lookup tables. Holds PHI: keep it private.",
+    )
+    secret_file = luigi.Parameter(
+        default="",
+        description="HMAC key for batch keys, coded ids and UIDs. Default: <work_dir>/secret.key.",
+    )
+    recipe = luigi.Parameter(
+        default="",
+        description="deid recipe file. Default: the recipe shipped in sendit_luigi/recipes/.",
+    )
+    group_size = luigi.IntParameter(
+        default=20,
+        description="At most this many batches run inside one Luigi task run (Luigi batching).",
+    )
+    compress_level = luigi.IntParameter(
+        default=1,
+        description="gzip level of study tarballs: 1 is fast, 9 is small (pixel data gains little).",
+    )
+    skip_suffixes = luigi.Parameter(
+        default=".tmp,part",
+        description="Batch folders whose names end with one of these are still being copied.",
+    )
+
+    def input_paths(self) -> list[Path]:
+        return [Path(p.strip()).expanduser() for p in self.input_folders.split(",") if p.strip()]
+
+    def work_path(self) -> Path:
+        return Path(self.work_dir).expanduser().absolute()
+
+    def secret_path(self) -> Path:
+        return Path(self.secret_file).expanduser() if self.secret_file else self.work_path() / "secret.key"
+
+    def recipe_path(self) -> Path:
+        if self.recipe:
+            return Path(self.recipe).expanduser()
+        return Path(__file__).parent / "recipes" / "sendit.dicom"
+
+    def suffixes(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.skip_suffixes.split(",") if s.strip())
+
+
+class identifiers(luigi.Config):  # noqa: N801
+    """Which service hands out coded patient/study ids and date shifts."""
+
+    backend = luigi.ChoiceParameter(choices=["local", "dasher"], default="local")
+    vault = luigi.Parameter(
+        default="",
+        description="local backend: SQLite lookup table. Default: <work_dir>/vault.sqlite.",
+    )
+    max_jitter_days = luigi.IntParameter(
+        default=30,
+        description="local backend: dates shift by a per-patient number of days in [-N, N], never 0.",
+    )
+
+    def vault_path(self) -> Path:
+        return Path(self.vault).expanduser() if self.vault else sendit().work_path() / "vault.sqlite"
+
+
+class deid(luigi.Config):  # noqa: N801
+    """De-identification details that are not per-tag policy (that lives in the recipe)."""
+
+    uid_root = luigi.Parameter(
+        default="2.25.",
+        description="Root of remapped UIDs. 2.25. makes UUID-derived UIDs that need no registered root.",
+    )
+    keep_private_creators = luigi.Parameter(
+        default="",
+        description="Comma-separated private creator names whose private blocks are kept. Empty: all private tags go.",
+    )
+
+    def private_allow(self) -> frozenset[str]:
+        return frozenset(s.strip() for s in self.keep_private_creators.split(",") if s.strip())
+
+
+class storage(luigi.Config):  # noqa: N801
+    """Where finished studies go."""
+
+    backend = luigi.ChoiceParameter(choices=["local", "gcs"], default="local")
+    local_root = luigi.Parameter(
+        default="bucket",
+        description="local backend: a folder laid out like the bucket, plus metadata.sqlite.",
+    )
+    collection = luigi.Parameter(
+        default="sendit",
+        description="The IRB/study id: Collection/<collection>/... in object names (and the BigQuery dataset).",
+    )
+
+    def local_path(self) -> Path:
+        return Path(self.local_root).expanduser().absolute()
+
+
+class upload(luigi.Config):  # noqa: N801
+    """How the upload step is split."""
+
+    workers = luigi.IntParameter(
+        default=10,
+        description="The upload is split into this many shard tasks, run in parallel by Luigi workers.",
+    )

@@ -1,0 +1,518 @@
+"""Stage 3: apply the recipe with the batch's identifiers, check every file, pack the study.
+
+Speed comes from doing deid's work once instead of once per file:
+
+* the recipe is parsed once per process (``deid.config.DeidRecipe``);
+* deid's own field matching (``expand_field_expression``) runs once per *header
+  layout* (the same tags and sequence shapes, as in every slice of a series)
+  and the result is kept as a plan: a list of element paths and actions;
+* each file is then read once with pixels, the plan applied with plain pydicom
+  calls, and written once.
+
+Safety does not depend on the plan being right: every written file is re-read
+and its bytes scanned for the batch's original identifying values before it
+goes into the tarball (``LeakCheck``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import mmap
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    PYDICOM_IMPLEMENTATION_UID,
+)
+
+from .errors import RecipeError, describe
+from .headers import MIN_PATTERN, STANDARD_UID_ROOT, read_dicom
+from .workdir import Keyed, atomic_writer
+
+# Strongest first: when several recipe lines hit one element, the strongest wins.
+PRIORITY = {"KEEP": 6, "ADD": 5, "REPLACE": 4, "JITTER": 3, "REMOVE": 2, "BLANK": 1}
+# Never matched by recipe lines: the pixels and what only describes them.
+SKIP = (
+    "PixelData",
+    "FloatPixelData",
+    "DoubleFloatPixelData",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+)
+PIXEL_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+PIXEL_MIN_PATTERN = 8  # inside pixel bytes, shorter strings match by chance
+PROGRAM_VERSION_NAME = "SENDIT_LUIGI_1"
+
+Path_ = tuple  # (tag, item index, tag, item index, ..., tag)
+
+
+@dataclass
+class Context:
+    """Everything the recipe's ``var:`` and ``func:`` values may use for one batch."""
+
+    variables: dict[str, str | int]
+    jitter_days: int
+    remap_uid: Callable[[str], str]
+
+
+def uid_remapper(keyed: Keyed, root: str) -> Callable[[str], str]:
+    """A function giving each non-standard UID a keyed-hash UID under ``root``.
+
+    The same original always maps to the same new UID (in every batch and on
+    every rerun), so references between instances, series and studies survive.
+    """
+    root = root if root.endswith(".") else root + "."
+
+    @lru_cache(maxsize=65536)
+    def remap(uid: str) -> str:
+        uid = uid.strip()
+        if not uid or uid.startswith(STANDARD_UID_ROOT):
+            return uid
+        return (root + str(keyed.number("uid", uid)))[:64]
+
+    return remap
+
+
+def shift_date(value: str, days: int, vr: str) -> str:
+    """Shift a DA or DT value by ``days``; return '' for values that are not full dates."""
+    value = value.strip()
+    if len(value) < 8 or not value[:8].isdigit():
+        return ""
+    try:
+        day = dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return ""
+    shifted = (day + dt.timedelta(days=days)).strftime("%Y%m%d")
+    return shifted + value[8:] if vr == "DT" else shifted
+
+
+class Recipe:
+    """A deid recipe, parsed once, applied through cached per-layout plans."""
+
+    def __init__(self, path: Path, keep_private_creators: frozenset[str] = frozenset()):
+        from deid.config import DeidRecipe
+
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist ([sendit] recipe)")
+        try:
+            self.deid = DeidRecipe(str(path), base=False)
+        except SystemExit as exc:  # deid calls sys.exit on a malformed line
+            raise RecipeError(f"recipe {path} could not be parsed (deid exited with {exc.code})") from None
+        if self.deid.has_values_lists() or self.deid.has_fields_lists():
+            raise RecipeError(f"recipe {path}: %values and %fields lists are not supported; list fields directly")
+        self.path = path
+        self.actions = self.deid.get_actions() or []
+        self.additions = [a for a in self.actions if a["action"] == "ADD"]
+        for action in self.actions:
+            value = action.get("value") or ""
+            if value.startswith("func:") and value[5:] not in FUNCTIONS:
+                raise RecipeError(f"recipe {path}: unknown function {value}; known: {', '.join(FUNCTIONS)}")
+            if action["action"] == "ADD" and tag_for_keyword(action["field"]) is None:
+                raise RecipeError(f"recipe {path}: ADD needs a DICOM keyword, not {action['field']}")
+        self.keep_private_creators = keep_private_creators
+        self._plans: dict[tuple, list] = {}
+
+    def variables(self) -> set[str]:
+        return {a["value"][4:] for a in self.actions if (a.get("value") or "").startswith("var:")}
+
+    # -- planning ---------------------------------------------------------
+
+    def plan(self, ds: Dataset) -> list[tuple[Path_, str, str | None]]:
+        key = layout_key(ds)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._compile(ds)
+        return plan
+
+    def _compile(self, ds: Dataset) -> list[tuple[Path_, str, str | None]]:
+        from deid.dicom import fields as deid_fields
+
+        contenders = deid_fields.get_fields_with_lookup(ds, skip=SKIP, expand_sequences=True)
+        deid_fields._get_fields_inner.cache_clear()  # deid caches whole datasets forever
+        chosen: dict[str, tuple[int, str, str | None]] = {}
+        for action in self.actions:
+            name = action["action"]
+            if name == "ADD":
+                continue
+            matches = deid_fields.expand_field_expression(action["field"], ds, contenders=contenders)
+            for uid, fld in matches.items():
+                if fld.is_filemeta:
+                    continue  # the file meta is rebuilt, not edited
+                rank = PRIORITY[name]
+                if uid not in chosen or rank >= chosen[uid][0]:
+                    chosen[uid] = (rank, name, action.get("value"))
+        ops = []
+        gone: list[Path_] = []
+        for uid, (_rank, name, value) in sorted(chosen.items(), key=lambda kv: kv[0].count("__")):
+            if name == "KEEP":
+                continue
+            path = parse_uid(uid)
+            if any(path[: len(g)] == g for g in gone):
+                continue  # inside a sequence that is already removed or blanked
+            if name in ("REMOVE", "BLANK"):
+                gone.append(path)
+            ops.append((path, name, value))
+        return ops
+
+    # -- applying ---------------------------------------------------------
+
+    def apply(self, ds: Dataset, ctx: Context) -> None:
+        """De-identify ``ds`` in place."""
+        remove_private(ds, self.keep_private_creators)
+        for path, action, value in self.plan(ds):
+            parent = _parent(ds, path)
+            tag = path[-1]
+            if parent is None or tag not in parent:
+                continue
+            elem = parent[tag]
+            if action == "REMOVE":
+                del parent[tag]
+            elif action == "BLANK":
+                elem.value = Sequence() if elem.VR == "SQ" else None
+            elif action == "REPLACE":
+                elem.value = self._value(value, elem, ctx)
+            elif action == "JITTER":
+                _jitter(elem, ctx)
+        for action in self.additions:
+            keyword = action["field"]
+            new = self._value(action.get("value"), None, ctx)
+            if keyword in ds:
+                ds[keyword].value = new
+            else:
+                tag = tag_for_keyword(keyword)
+                ds.add_new(tag, dictionary_VR(tag), new)
+        ds.preamble = b"\0" * 128  # a preamble may hold a TIFF header with PHI
+        rebuild_file_meta(ds)
+
+    @staticmethod
+    def _value(value: str | None, elem, ctx: Context):
+        value = value or ""
+        if value.startswith("var:"):
+            name = value[4:]
+            if name not in ctx.variables:
+                raise RecipeError(f"recipe needs var:{name}, which the identifiers backend did not provide")
+            return ctx.variables[name]
+        if value.startswith("func:"):
+            return FUNCTIONS[value[5:]](elem, ctx)
+        return value
+
+
+def _remap_uid_function(elem, ctx: Context):
+    if elem is None or elem.value in (None, ""):
+        return elem.value if elem is not None else ""
+    if elem.VM > 1:
+        return [ctx.remap_uid(str(v)) for v in elem.value]
+    return ctx.remap_uid(str(elem.value))
+
+
+FUNCTIONS: dict[str, Callable] = {"remap_uid": _remap_uid_function}
+
+
+def _jitter(elem, ctx: Context) -> None:
+    if elem.VR not in ("DA", "DT") or elem.value in (None, ""):
+        return
+    values = list(elem.value) if elem.VM > 1 else [elem.value]
+    shifted = [shift_date(str(v), ctx.jitter_days, elem.VR) for v in values]
+    elem.value = shifted if len(shifted) > 1 else shifted[0]
+
+
+def parse_uid(uid: str) -> Path_:
+    """deid's field uid ``(0008,1115)__0__(0020,000E)`` as (Tag, 0, Tag)."""
+    out: list = []
+    for part in uid.split("__"):
+        if part.startswith("("):
+            group, elem = part.strip("()").split(",")
+            out.append(Tag(int(group, 16), int(elem, 16)))
+        else:
+            out.append(int(part))
+    return tuple(out)
+
+
+def _parent(ds: Dataset, path: Path_) -> Dataset | None:
+    parent = ds
+    for i in range(0, len(path) - 1, 2):
+        tag, index = path[i], path[i + 1]
+        if tag not in parent:
+            return None
+        items = parent[tag].value
+        if index >= len(items):
+            return None
+        parent = items[index]
+    return parent
+
+
+def layout_key(ds: Dataset) -> tuple:
+    """What deid's field matching depends on: tags, VRs, sequence shapes, private creators.
+
+    Elements are looked at without decoding their values (``Dataset.elements()``),
+    except sequences, which must be opened.
+    """
+    out: list = []
+    stack: list = [ds]
+    while stack:
+        d = stack.pop()
+        if d is None:
+            out.append(None)
+            continue
+        for raw in d.elements():
+            tag = raw.tag
+            vr = raw.VR
+            if vr is None:
+                try:
+                    vr = dictionary_VR(tag)
+                except KeyError:
+                    vr = "UN"
+            if vr == "SQ":
+                seq = d[tag].value
+                out.append((tag, "SQ", len(seq)))
+                for item in reversed(seq):
+                    stack.append(None)
+                    stack.append(item)
+            elif tag.is_private and tag.is_private_creator:
+                out.append((tag, vr, d[tag].value))
+            else:
+                out.append((tag, vr))
+    return tuple(out)
+
+
+def remove_private(ds: Dataset, keep_creators: frozenset[str]) -> None:
+    """Remove private elements, at every depth, except blocks of allowed creators."""
+    if not keep_creators:
+        ds.remove_private_tags()
+        return
+
+    def callback(dataset: Dataset, elem) -> None:
+        tag = elem.tag
+        if not tag.is_private:
+            return
+        if tag.is_private_creator:
+            if str(elem.value).strip() not in keep_creators:
+                del dataset[tag]
+            return
+        creator_tag = Tag(tag.group, tag.element >> 8)
+        creator = dataset.get(creator_tag)
+        if creator is None or str(creator.value).strip() not in keep_creators:
+            del dataset[tag]
+
+    ds.walk(callback)
+
+
+def rebuild_file_meta(ds: Dataset) -> None:
+    """A fresh, valid file meta: same SOP class and transfer syntax, new instance UID."""
+    old = getattr(ds, "file_meta", None)
+    syntax = old.get("TransferSyntaxUID") if old is not None else None
+    if not syntax:
+        implicit, little = ds.original_encoding
+        implicit = True if implicit is None else implicit
+        little = True if little is None else little
+        syntax = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = syntax
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PROGRAM_VERSION_NAME
+    ds.file_meta = meta
+
+
+class LeakCheck:
+    """Scans written bytes for a batch's original identifying values.
+
+    A hit counts only where the value stands as a whole token (the bytes
+    before and after it are not letters, digits or '_'), so a 5-digit id inside a
+    39-digit remapped UID is not a hit, while ``DOE`` in ``CT HEAD DOE`` is.
+    Pixel bytes are scanned only for values of 8 or more characters.
+    """
+
+    def __init__(self, values: Iterable[str], allowed: Iterable[str] = ()):
+        allowed = set(allowed)
+        patterns = set()
+        for value in values:
+            value = value.strip()
+            if len(value) >= MIN_PATTERN and value not in allowed:
+                for encoding in ("utf-8", "latin-1"):
+                    try:
+                        patterns.add(value.encode(encoding))
+                    except UnicodeEncodeError:
+                        pass
+        self.patterns = sorted(patterns, key=len, reverse=True)
+        self.long_patterns = [p for p in self.patterns if len(p) >= PIXEL_MIN_PATTERN]
+
+    def hits(self, buf, pixel: tuple[int, int] | None = None) -> int:
+        """How many identifying values occur in ``buf`` (count, never the values)."""
+        regions = [(0, len(buf), self.patterns)]
+        if pixel is not None:
+            start, end = pixel
+            regions = [(0, start, self.patterns), (start, end, self.long_patterns), (end, len(buf), self.patterns)]
+        found = 0
+        for pattern in self.patterns:
+            for start, end, patterns in regions:
+                if pattern in patterns and _find_token(buf, pattern, start, end):
+                    found += 1
+                    break
+        return found
+
+
+def _is_word(byte: int) -> bool:
+    """Letters, digits and '_' (DICOM code strings join words with it)."""
+    return 48 <= byte <= 57 or 65 <= byte <= 90 or 97 <= byte <= 122 or byte == 95
+
+
+def _find_token(buf, pattern: bytes, start: int, end: int) -> bool:
+    n = len(pattern)
+    at = buf.find(pattern, start, end)
+    while at != -1:
+        before_ok = at == 0 or not (_is_word(buf[at - 1]) and _is_word(pattern[0]))
+        after = at + n
+        after_ok = after >= len(buf) or not (_is_word(buf[after]) and _is_word(pattern[-1]))
+        if before_ok and after_ok:
+            return True
+        at = buf.find(pattern, at + 1, end)
+    return False
+
+
+def pixel_region(buf, ds: Dataset) -> tuple[int, int] | None:
+    """Where the pixel data value sits in the written bytes ``buf``, if it can be told exactly."""
+    if "PixelData" not in ds:
+        return None
+    n = len(ds.PixelData)
+    size = len(buf)
+    tag_bytes = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+    for start in (size - n, size - n - 8):  # defined length; encapsulated + delimiter
+        for header in (12, 8):  # explicit VR OB/OW; implicit VR
+            at = start - header
+            if at >= 0 and bytes(buf[at : at + 4]) in tag_bytes:
+                return start, start + n
+    return None
+
+
+@dataclass
+class PackResult:
+    """What stage 3 did for one batch."""
+
+    files: list[dict]
+    packed: int
+    series: set[str]
+    header: dict[str, str]
+    bytes_out: int
+
+
+def check_written(path: Path, ds: Dataset, leak: LeakCheck) -> str:
+    """Re-read a written file; return an error text, or '' when it is valid and clean."""
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means the output is unusable
+        return f"the written file does not read back as DICOM ({describe(exc)})"
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        hits = leak.hits(buf, pixel_region(buf, ds))
+    if hits:
+        return f"leak check failed: {hits} original identifying value(s) still in the written file; it was not packed"
+    return ""
+
+
+SHARED_SKIP_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
+
+
+def header_summary(ds: Dataset) -> dict[str, str]:
+    """Top-level, short, non-binary header values of a de-identified dataset."""
+    out = {}
+    for elem in ds:
+        if elem.VR in SHARED_SKIP_VRS or not elem.keyword or elem.tag.group == 0x7FE0:
+            continue
+        text = str(elem.value)
+        if len(text) <= 256:
+            out[elem.keyword] = text
+    return out
+
+
+def pack_study(
+    folder: Path,
+    files: list[dict],
+    recipe: Recipe,
+    ctx: Context,
+    leak: LeakCheck,
+    tarball: Path,
+    scratch: Path,
+    compress_level: int = 1,
+) -> PackResult:
+    """De-identify ``files`` of ``folder`` into the tarball at ``tarball``.
+
+    Each file is read (with pixels), de-identified, written to ``scratch``,
+    re-read and leak-checked, then streamed into the tarball, so memory holds one
+    file at a time. A file that fails any step gets an ``error`` in its record
+    and is not packed. The tarball appears (atomically) only if at least one file
+    was packed. Its bytes depend only on the inputs: members are sorted, and
+    times and owners are fixed.
+    """
+    records = []
+    series: set[str] = set()
+    names: set[str] = set()
+    shared: dict[str, str] | None = None
+    packed = 0
+    try:
+        with atomic_writer(tarball) as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compress_level) as gz:
+                with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    for entry in files:
+                        record = {"path": entry["path"]}
+                        records.append(record)
+                        try:
+                            ds = read_dicom(folder / entry["path"], stop_before_pixels=False)
+                            recipe.apply(ds, ctx)
+                            name = f"{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+                            if name in names:
+                                raise ValueError("another file in this batch has the same SOPInstanceUID; skipped")
+                            ds.save_as(scratch, enforce_file_format=True)
+                            problem = check_written(scratch, ds, leak)
+                            if problem:
+                                record["error"] = problem
+                                continue
+                            info = tarfile.TarInfo(name)
+                            info.size = scratch.stat().st_size
+                            info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
+                            with open(scratch, "rb") as fh:
+                                tar.addfile(info, fh)
+                            names.add(name)
+                            series.add(str(ds.SeriesInstanceUID))
+                            summary = header_summary(ds)
+                            shared = summary if shared is None else {
+                                k: v for k, v in shared.items() if summary.get(k) == v
+                            }
+                            record["output"] = name
+                            record["size_out"] = info.size
+                            packed += 1
+                        except RecipeError:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - a bad file is that file's error
+                            record["error"] = describe(exc)
+            if not packed:
+                raise _NothingPacked
+    except _NothingPacked:
+        pass
+    finally:
+        scratch.unlink(missing_ok=True)
+    return PackResult(
+        files=records,
+        packed=packed,
+        series=series,
+        header=shared or {},
+        bytes_out=tarball.stat().st_size if packed else 0,
+    )
+
+
+class _NothingPacked(Exception):
+    pass
+

@@ -1,0 +1,192 @@
+"""Stage 1: read every file of a batch and extract the header data the later stages need.
+
+Headers are read with ``stop_before_pixels``: the pixels are not needed until
+the study is written. The result (the *headers checkpoint*) holds, per file,
+the few values that decide the batch's identity, and for the whole batch the
+set of identifying values that the leak check later looks for in every output
+byte. It holds PHI, so it stays in the private work directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import describe, redact
+
+# Top-level values kept per file. PatientID and AccessionNumber decide which
+# patient and study a batch is; the dates drive the date shift and DASHER's
+# timestamps; the rest is for the metadata row and sanity checks.
+FILE_FIELDS = {
+    "patient_id": "PatientID",
+    "accession": "AccessionNumber",
+    "study_uid": "StudyInstanceUID",
+    "series_uid": "SeriesInstanceUID",
+    "sop_uid": "SOPInstanceUID",
+    "study_date": "StudyDate",
+    "series_date": "SeriesDate",
+    "content_date": "ContentDate",
+    "acquisition_date": "AcquisitionDate",
+    "birth_date": "PatientBirthDate",
+    "modality": "Modality",
+}
+
+STANDARD_UID_ROOT = "1.2.840.10008."
+
+# Text elements whose values identify someone, besides every PN (person name),
+# DA/DT (date) and non-standard UI (UID) element. Matching is on the keyword.
+IDENTIFYING_KEYWORD_PARTS = ("Address", "Telephone", "Institution", "Accession", "StationName", "Email")
+TEXT_VRS = {"LO", "SH", "ST", "LT", "UT", "UC", "PN", "AE"}
+
+# UIDs that name a kind of thing (a SOP class, a syntax, a code scheme), not a person's study.
+NON_INSTANCE_UIDS = ("ClassUID", "TransferSyntaxUID", "CodingSchemeUID", "ClassUIDInFile")
+
+MIN_PATTERN = 3  # shorter values ("M", "1") are not identifying on their own
+
+
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every regular file under ``folder``, nested folders included, in a stable order."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def read_dicom(path: Path, stop_before_pixels: bool = True, defer_size: str | None = None) -> Dataset:
+    """Read a DICOM file, also when it lacks the 128-byte preamble and 'DICM' marker.
+
+    Raises ``ValueError`` with a plain-words reason for files that are not DICOM.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
+    except InvalidDicomError:
+        pass
+    # Old or raw files have no preamble; force=True reads anything, so accept the
+    # result only if it looks like a DICOM instance.
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size, force=True)
+        if "SOPClassUID" in ds and "SOPInstanceUID" in ds and str(ds.SOPInstanceUID).strip():
+            return ds
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM" here
+        pass
+    raise ValueError("not a DICOM file (no DICM marker and no readable DICOM header)")
+
+
+def identifying_values(ds: Dataset) -> set[str]:
+    """The values in ``ds`` that identify a person or a study, for the leak check."""
+    found: set[str] = set()
+    datasets = [ds]
+    if getattr(ds, "file_meta", None) is not None:
+        datasets.append(ds.file_meta)
+    for d in datasets:
+        for elem in d.iterall():
+            vr = elem.VR
+            if vr == "SQ" or elem.value is None or elem.value == "":
+                continue
+            values = elem.value if elem.VM > 1 else [elem.value]
+            for value in values:
+                text = str(value).strip()
+                if not text:
+                    continue
+                if vr == "PN":
+                    found.add(text)
+                    found.update(p for p in text.replace("=", "^").split("^") if p.strip())
+                elif vr == "UI":
+                    if not text.startswith(STANDARD_UID_ROOT) and not elem.keyword.endswith(NON_INSTANCE_UIDS):
+                        found.add(text)
+                elif vr in ("DA", "DT"):
+                    found.add(text)
+                    if vr == "DT":
+                        found.add(text[:8])
+                elif vr in TEXT_VRS and (
+                    elem.keyword.endswith(("ID", "IDs")) or any(p in elem.keyword for p in IDENTIFYING_KEYWORD_PARTS)
+                ):
+                    found.add(text)
+    return {v for v in found if len(v.strip()) >= MIN_PATTERN}
+
+
+def extract_file(path: Path) -> tuple[dict, set[str]]:
+    """Read one file's header; return its record and its identifying values."""
+    ds = read_dicom(path)
+    record = {}
+    for name, keyword in FILE_FIELDS.items():
+        value = ds.get(keyword)
+        record[name] = "" if value is None else str(value).strip()
+    if not record["sop_uid"]:
+        raise ValueError("SOPInstanceUID (0008,0018) is missing: cannot name the output file")
+    record["has_pixels"] = "PixelData" in ds or ds.get("Rows") is not None
+    return record, identifying_values(ds)
+
+
+def extract_headers(folder: Path) -> dict:
+    """Stage 1 for one batch folder: the headers checkpoint as a dict.
+
+    Never raises for bad files: each one gets an ``error`` in its record. A
+    batch that is empty or has no readable DICOM file gets a batch ``error``
+    (status ``empty`` or ``error``).
+    """
+    start = time.time()
+    files: list[dict] = []
+    phi: set[str] = set()
+    folder_text = str(folder)
+    try:
+        paths = list(walk_files(folder))
+    except OSError as exc:
+        paths = []
+        batch_error = f"cannot list the batch folder: {describe(exc)}"
+    else:
+        batch_error = ""
+    for path in paths:
+        rel = path.relative_to(folder).as_posix()
+        entry: dict = {"path": rel}
+        try:
+            entry["size"] = path.stat().st_size
+            record, values = extract_file(path)
+            entry.update(record)
+            phi |= values
+        except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+            entry["error"] = describe(exc)
+        files.append(entry)
+    phi.add(folder.name)
+
+    for entry in files:
+        if "error" in entry:
+            entry["error"] = redact(entry["error"], folder_text, phi)
+
+    good = [f for f in files if "error" not in f]
+    status = "ok"
+    if batch_error:
+        status = "error"
+    elif not files:
+        status, batch_error = "empty", "the batch folder has no files"
+    elif not good:
+        status, batch_error = "error", f"none of the {len(files)} files is a readable DICOM file"
+    return {
+        "status": status,
+        "error": redact(batch_error, folder_text, phi),
+        "files": files,
+        "phi": sorted(phi),
+        "bytes_in": sum(f.get("size", 0) for f in files),
+        "stage": {"start": start, "end": time.time(), "seconds": round(time.time() - start, 3)},
+    }
+
+
+def single_value(files: list[dict], field: str) -> str:
+    """The one non-empty value of ``field`` across the batch's good files, or ''.
+
+    Raises ``ValueError`` when files disagree (two patients or two studies in
+    one batch folder), naming the field, never the values.
+    """
+    values = {f[field] for f in files if "error" not in f and f.get(field)}
+    if len(values) > 1:
+        raise ValueError(f"the batch holds {len(values)} different {field} values; put each study in its own folder")
+    return values.pop() if values else ""

@@ -1,0 +1,232 @@
+"""The work of each pipeline stage for one batch, as plain functions.
+
+``tasks.py`` decides *when* these run (the DAG); this module decides *what*
+they do. Each function reads the previous checkpoint, does its stage, and
+writes its own checkpoint atomically. They can be called without Luigi, which
+is how the tests and benchmarks drive single stages.
+
+Checkpoints, all in the batch's private work folder::
+
+    source.json        the input folder (written at discovery)
+    headers.json       stage 1: per-file header data, per-file errors, PHI for the leak check
+    identifiers.json   stage 2: coded patient id, coded accession, date shift (or an error)
+    study.tar.gz       stage 3: the de-identified study
+    result.json        stage 3: status, counts, sizes, timings, errors, the metadata row
+    uploaded.json      upload: where the tarball and the row went
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+
+from . import config
+from .batches import Batch
+from .deidentify import Context, LeakCheck, Recipe, pack_study, shift_date, uid_remapper
+from .errors import BatchError, redact
+from .headers import extract_headers, single_value
+from .identifiers import Identifiers, StudyRequest, get_backend
+from .workdir import Keyed, load_secret, read_json, sweep_temporaries, write_json
+
+log = logging.getLogger("sendit_luigi")
+
+DATE_FIELDS = ("study_date", "series_date", "content_date", "acquisition_date")
+
+
+def _timing(start: float) -> dict:
+    end = time.time()
+    return {"start": round(start, 3), "end": round(end, 3), "seconds": round(end - start, 3)}
+
+
+# -- stage 1 -----------------------------------------------------------------
+
+
+def extract(b: Batch) -> dict:
+    """Stage 1: read the batch folder's headers into ``headers.json``."""
+    sweep_temporaries(b.dir)
+    headers = extract_headers(b.folder())
+    write_json(b.headers_file, headers)
+    good = sum("error" not in f for f in headers["files"])
+    log.info("batch %s: headers read, %d of %d files readable", b.key, good, len(headers["files"]))
+    return headers
+
+
+# -- stage 2 -----------------------------------------------------------------
+
+
+def study_request(b: Batch, headers: dict) -> StudyRequest:
+    """What to ask the identifiers backend for this batch; ``BatchError`` if it cannot be asked."""
+    files = [f for f in headers["files"] if "error" not in f]
+    try:
+        patient_id = single_value(files, "patient_id")
+        accession = single_value(files, "accession")
+    except ValueError as exc:
+        raise BatchError(str(exc)) from None
+    if not patient_id:
+        raise BatchError("PatientID (0010,0020) is missing or empty in every file; a coded patient id needs it")
+    if not accession:
+        raise BatchError("AccessionNumber (0008,0050) is missing or empty in every file; a coded study id needs it")
+    study_date = ""
+    for name in DATE_FIELDS:
+        dates = sorted(f[name] for f in files if f.get(name))
+        if dates:
+            study_date = dates[0]
+            break
+    if not study_date:
+        raise BatchError("StudyDate (0008,0020) is missing, and so are SeriesDate, ContentDate and AcquisitionDate")
+    birth = sorted(f["birth_date"] for f in files if f.get("birth_date"))
+    return StudyRequest(b.key, patient_id, accession, birth[0] if birth else "", study_date)
+
+
+def assign(group: list[Batch]) -> None:
+    """Stage 2 for a group of batches: one backend call, one ``identifiers.json`` each."""
+    start = time.time()
+    requests: list[StudyRequest] = []
+    records: dict[str, dict] = {}
+    for b in group:
+        headers = read_json(b.headers_file)
+        if headers["status"] != "ok":
+            records[b.key] = {"status": "skipped", "error": ""}
+            continue
+        try:
+            requests.append(study_request(b, headers))
+        except BatchError as exc:
+            records[b.key] = {"status": "error", "error": str(exc), "retryable": False}
+    if requests:
+        try:
+            results = get_backend().assign(requests)
+        except BatchError as exc:  # the whole call failed (service down ...)
+            results = {r.key: exc for r in requests}
+        for req in requests:
+            result = results.get(req.key) or BatchError("the identifiers backend returned nothing for this batch")
+            if isinstance(result, Identifiers):
+                records[req.key] = {"status": "ok", **result.to_dict()}
+            else:
+                text = redact(str(result), values=[req.patient_id, req.accession])
+                records[req.key] = {"status": "error", "error": text, "retryable": result.retryable}
+    stage = _timing(start)
+    for b in group:
+        write_json(b.identifiers_file, {**records[b.key], "stage": stage})
+        log.info("batch %s: identifiers %s", b.key, records[b.key]["status"])
+
+
+def needs_retry(path: Path) -> bool:
+    """True when a checkpoint records an error that the next run should try again."""
+    try:
+        record = read_json(path)
+    except FileNotFoundError:
+        return False
+    return bool(record.get("retryable"))
+
+
+# -- stage 3 -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def load_recipe(path: Path, keep_private_creators: frozenset[str]) -> Recipe:
+    """The recipe, parsed once per process."""
+    return Recipe(path, keep_private_creators)
+
+
+@functools.lru_cache(maxsize=1)
+def _keyed(secret_path: Path) -> Keyed:
+    return Keyed(load_secret(secret_path))
+
+
+def anonymize(b: Batch) -> dict:
+    """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
+    start = time.time()
+    sweep_temporaries(b.dir)
+    headers = read_json(b.headers_file)
+    ids = read_json(b.identifiers_file)
+    result = {
+        "key": b.key,
+        "files": len(headers["files"]),
+        "bytes_in": headers["bytes_in"],
+        "bytes_out": 0,
+        "errors": [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f],
+        "stages": {"headers": headers["stage"], "identifiers": ids["stage"]},
+    }
+    if headers["status"] != "ok":
+        result.update(status=headers["status"], error=headers["error"])
+    elif ids["status"] != "ok":
+        result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False))
+    else:
+        result.update(_pack(b, headers, ids))
+    result["files_error"] = len(result["errors"])
+    result["stages"]["anonymize"] = _timing(start)
+    if result["status"] != "done":
+        b.tarball.unlink(missing_ok=True)
+    write_json(b.result_file, result)
+    log.info("batch %s: %s, %d files, %d errors", b.key, result["status"], result["files"], result["files_error"])
+    return result
+
+
+def _pack(b: Batch, headers: dict, ids: dict) -> dict:
+    cfg = config.sendit()
+    recipe = load_recipe(cfg.recipe_path(), config.deid().private_allow())
+    keyed = _keyed(cfg.secret_path())
+    jitter = int(ids["jitter_days"])
+    ctx = Context(
+        variables={"patient_id": ids["patient"], "accession": ids["accession"], "jitter": jitter},
+        jitter_days=jitter,
+        remap_uid=uid_remapper(keyed, config.deid().uid_root),
+    )
+    phi = headers["phi"]
+    # An original date that equals some shifted date of this batch is no leak.
+    shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
+    leak = LeakCheck(phi, allowed=shifted)
+    folder = b.folder()
+    good = [f for f in headers["files"] if "error" not in f]
+    packed = pack_study(folder, good, recipe, ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level)
+    errors = [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f]
+    errors += [
+        {"file": r["path"], "error": redact(r["error"], str(folder), phi)} for r in packed.files if "error" in r
+    ]
+    errors.sort(key=lambda e: e["file"])
+    if not packed.packed:
+        return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
+    study_date = shift_date(min(f["study_date"] or "99999999" for f in good), jitter, "DA") or "00000000"
+    header = packed.header
+    row = {
+        "CodedPatientID": ids["patient"],
+        "CodedAccessionNumberID": ids["accession"],
+        "StudyDate": study_date,
+        "PatientSex": header.get("PatientSex", ""),
+        "PatientAge": header.get("PatientAge", ""),
+        "Modality": ",".join(sorted({f["modality"] for f in good if f.get("modality")})),
+        "StudyDescription": header.get("StudyDescription", ""),
+        "ContentType": "application/gzip",
+        "ImageCount": packed.packed,
+        "SeriesCount": len(packed.series),
+        "SizeBytes": packed.bytes_out,
+        "DicomHeader": header,
+        "BatchKey": b.key,
+        "IdentifiersBackend": ids["backend"],
+    }
+    return {
+        "status": "done",
+        "error": "",
+        "errors": errors,
+        "bytes_out": packed.bytes_out,
+        "tarball_name": f"{ids['patient']}_{study_date}_{ids['accession']}.tar.gz",
+        "row": row,
+    }
+
+
+# -- upload --------------------------------------------------------------------
+
+
+def upload(b: Batch, store) -> dict | None:
+    """Send a done batch's tarball and metadata row to ``store``; write ``uploaded.json``."""
+    result = read_json(b.result_file)
+    if result["status"] != "done":
+        return None
+    start = time.time()
+    placed = store.put_study(b.tarball, result)
+    record = {**placed, "stage": _timing(start)}
+    write_json(b.uploaded_file, record)
+    log.info("batch %s: uploaded", b.key)
+    return record

@@ -1,0 +1,47 @@
+"""Where finished studies go: one module per backend, one interface.
+
+A backend's ``Store().put_study(tarball, result)`` places the study tarball
+under sendit's object naming and inserts its metadata row, idempotently: calling
+it again for the same study changes nothing and duplicates nothing. It returns
+a small record of where things went, kept in the batch's ``uploaded.json``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .. import config
+
+# Columns of the metadata table, in order: sendit's BigQuery `dicom` columns
+# plus counts, size and upload time. Values are all coded or non-identifying.
+COLUMNS = (
+    "storage_download",
+    "storage_metadataLink",
+    "CodedAccessionNumberID",
+    "CodedPatientID",
+    "StudyDate",
+    "ContentType",
+    "PatientSex",
+    "PatientAge",
+    "Modality",
+    "StudyDescription",
+    "DicomHeader",
+    "ImageCount",
+    "SeriesCount",
+    "SizeBytes",
+    "BatchKey",
+    "IdentifiersBackend",
+    "UploadTime",
+)
+
+
+def object_name(result: dict) -> str:
+    """sendit's naming: Collection/<study>/Entity/<coded patient>/<patient>_<shifted date>_<accession>.tar.gz"""
+    collection = config.storage().collection
+    return f"Collection/{collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
+
+
+def get_store():
+    """The configured backend module's ``Store()``: ``storage.<name>``."""
+    name = config.storage().backend
+    return importlib.import_module(f"{__name__}.{name}").Store()

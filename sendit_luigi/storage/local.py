@@ -1,0 +1,96 @@
+"""The embedded storage backend: a local folder laid out like the bucket, and a SQLite table.
+
+``[storage] backend = local`` writes ``<local_root>/Collection/<study>/Entity/...``
+exactly as the GCS backend names objects, and the metadata rows into the
+``dicom`` table of ``<local_root>/metadata.sqlite``, with the same columns as
+the BigQuery table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from .. import config
+from ..errors import BatchError
+from . import COLUMNS, object_name
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Store:
+    """``[storage] backend = local``."""
+
+    def __init__(self) -> None:
+        self.root = config.storage().local_path()
+        self.table = self.root / "metadata.sqlite"
+
+    def put_study(self, tarball: Path, result: dict) -> dict:
+        name = object_name(result)
+        target = self.root / name
+        md5 = self.put_object(tarball, target)
+        row = dict(result["row"])
+        row["storage_download"] = target.as_uri()
+        row["storage_metadataLink"] = f"{self.table.as_uri()}#dicom/{row['CodedAccessionNumberID']}"
+        self.insert_row(row)
+        return {"object": name, "md5": md5, "bytes": tarball.stat().st_size, "backend": "local"}
+
+    @staticmethod
+    def put_object(source: Path, target: Path) -> str:
+        """Copy ``source`` to ``target`` atomically; never replace different bytes."""
+        md5 = md5_of(source)
+        if target.exists():
+            if md5_of(target) == md5:
+                return md5
+            raise BatchError(f"{target.name} already exists in storage with different bytes; not overwritten")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        shutil.copyfile(source, tmp)
+        try:
+            os.link(tmp, target)  # fails if another writer got there first
+        except FileExistsError:
+            if md5_of(target) != md5:
+                raise BatchError(f"{target.name} already exists in storage with different bytes; not overwritten")
+        finally:
+            tmp.unlink(missing_ok=True)
+        return md5
+
+    def insert_row(self, row: dict) -> None:
+        """Insert one row keyed by the coded accession; a second insert is ignored."""
+        values = dict(row, UploadTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        values["DicomHeader"] = json.dumps(values.get("DicomHeader", {}), sort_keys=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.table, timeout=120, isolation_level=None)
+        try:
+            db.execute(f"CREATE TABLE IF NOT EXISTS dicom ({', '.join(COLUMNS)}, PRIMARY KEY (CodedAccessionNumberID))")
+            db.execute(
+                f"INSERT OR IGNORE INTO dicom ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                [values.get(c, "") for c in COLUMNS],
+            )
+        finally:
+            db.close()
+
+
+def rows(root: Path) -> list[dict]:
+    """All rows of a local metadata table (for tests and the status command)."""
+    table = root / "metadata.sqlite"
+    if not table.exists():
+        return []
+    db = sqlite3.connect(table)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM dicom ORDER BY CodedAccessionNumberID")]
+    finally:
+        db.close()

@@ -1,0 +1,198 @@
+"""The pipeline as a Luigi DAG. Read this file to see the whole job.
+
+Per batch (one input sub-folder = one study), three tasks, each checkpointed
+by files in the batch's private work folder::
+
+    ExtractHeaders(key) -> GetIdentifiers(key) -> Anonymize(key)
+       headers.json        identifiers.json        study.tar.gz + result.json
+
+then, once every batch is processed::
+
+    ProcessBatches  (wrapper: requires Anonymize for every batch)
+      <- UploadShard(shard=i, shards=N) for i in 0..N-1   ([upload] workers = N)
+      <- UploadAll   (wrapper)
+      <- ExportMetrics  (work_dir/metrics.csv)
+      <- ProcessAll  (what you run: `luigi --module sendit_luigi ProcessAll`)
+
+A batch is named only by its key, a keyed hash of its folder path, because
+Luigi shows parameters in task ids, logs and the luigid page, and folder names
+are accession numbers. Per-batch tasks are *batchable*: Luigi's scheduler hands
+a worker up to ``[sendit] group_size`` batches of one stage at a time, which
+keeps scheduling cheap for tens of thousands of batches; the key parameter then
+holds several keys joined by commas.
+
+Problems with one file or one batch do not fail a task: they are recorded in
+the checkpoints (``status`` shows them) and the batch ends as ``error`` or
+``empty``. Errors from an outside service are marked retryable; the next run
+tries those batches again.
+"""
+
+from __future__ import annotations
+
+import luigi
+
+from . import batches, config, metrics, stages
+from .storage import get_store
+from .workdir import read_json_or_none, write_bytes
+
+
+class BatchTask(luigi.Task):
+    """One stage for one batch, or for a group of batches when Luigi batches them."""
+
+    key = luigi.Parameter(
+        batch_method=",".join,
+        description="Pseudonymous batch key (several, comma-joined, when Luigi runs a group).",
+    )
+
+    @property
+    def max_batch_size(self) -> int:
+        return config.sendit().group_size
+
+    def batches(self) -> list[batches.Batch]:
+        return [batches.batch(k) for k in self.key.split(",")]
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        self.set_status_message(f"{what}: {done}/{total} batches")
+        self.set_progress_percentage(round(100 * done / max(total, 1)))
+
+
+class ExtractHeaders(BatchTask):
+    """Stage 1: read every file's header; record per-file errors."""
+
+    def output(self):
+        return [luigi.LocalTarget(str(b.headers_file)) for b in self.batches()]
+
+    def run(self):
+        group = self.batches()
+        for i, b in enumerate(group):
+            stages.extract(b)
+            self.progress(i + 1, len(group), "reading headers")
+
+
+class GetIdentifiers(BatchTask):
+    """Stage 2: coded patient id, coded accession and date shift from the identifiers backend."""
+
+    def requires(self):
+        return [ExtractHeaders(b.key) for b in self.batches()]
+
+    def output(self):
+        return [luigi.LocalTarget(str(b.identifiers_file)) for b in self.batches()]
+
+    def complete(self):
+        return super().complete() and not any(stages.needs_retry(b.identifiers_file) for b in self.batches())
+
+    def run(self):
+        self.set_status_message(f"asking the identifiers backend for {len(self.batches())} batches")
+        stages.assign(self.batches())
+
+
+class Anonymize(BatchTask):
+    """Stage 3: apply the recipe, leak-check every file, pack ``study.tar.gz``."""
+
+    def requires(self):
+        return [GetIdentifiers(b.key) for b in self.batches()]
+
+    def output(self):
+        return [luigi.LocalTarget(str(b.result_file)) for b in self.batches()]
+
+    def complete(self):
+        for b in self.batches():
+            result = read_json_or_none(b.result_file)
+            if result is None or result.get("retryable"):
+                return False
+            if result["status"] == "done" and not b.tarball.exists():
+                return False
+        return True
+
+    def run(self):
+        group = self.batches()
+        for i, b in enumerate(group):
+            self.progress(i, len(group), "de-identifying")
+            stages.anonymize(b)
+        self.progress(len(group), len(group), "de-identifying")
+
+
+class ProcessBatches(luigi.WrapperTask):
+    """Every batch found in the input folders, processed (done, empty or error)."""
+
+    def keys(self) -> list[str]:
+        if not hasattr(self, "_keys"):
+            self._keys = batches.discover()
+        return self._keys
+
+    def requires(self):
+        return [Anonymize(k) for k in self.keys()]
+
+
+class UploadShard(luigi.Task):
+    """Upload the done batches whose key falls in this shard (``hash(key) % shards``)."""
+
+    shard = luigi.IntParameter()
+    shards = luigi.IntParameter()
+
+    def requires(self):
+        return ProcessBatches()
+
+    def mine(self) -> list[batches.Batch]:
+        keys = ProcessBatches().keys()
+        return [batches.batch(k) for k in keys if batches.shard_of(k, self.shards) == self.shard]
+
+    def pending(self) -> list[batches.Batch]:
+        return [b for b in self.mine() if not batches.upload_settled(b)]
+
+    def complete(self):
+        return not self.pending()
+
+    def run(self):
+        todo = [b for b in self.pending() if batches.status(b)[0] == "done processing"]
+        store = get_store()
+        failed = []
+        for i, b in enumerate(todo):
+            self.set_status_message(f"uploading: {i}/{len(todo)} batches")
+            self.set_progress_percentage(round(100 * i / max(len(todo), 1)))
+            try:
+                stages.upload(b, store)
+            except Exception as exc:  # noqa: BLE001 - record, go on with the shard, fail at the end
+                failed.append(b.key)
+                stages.log.error("batch %s: upload failed: %s", b.key, stages.redact(str(exc)))
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry")
+
+
+class UploadAll(luigi.WrapperTask):
+    """The upload, split into ``[upload] workers`` shards that Luigi runs in parallel."""
+
+    def requires(self):
+        n = max(config.upload().workers, 1)
+        return [UploadShard(shard=i, shards=n) for i in range(n)]
+
+
+class ExportMetrics(luigi.Task):
+    """``<work_dir>/metrics.csv``: one row per batch. Rewritten only when it would change."""
+
+    def requires(self):
+        return UploadAll()
+
+    def output(self):
+        return luigi.LocalTarget(str(metrics.metrics_path(config.sendit().work_path())))
+
+    def rendered(self) -> bytes:
+        return metrics.render_csv(ProcessBatches().keys())
+
+    def complete(self):
+        if not self.output().exists() or not all(r.complete() for r in luigi.task.flatten(self.requires())):
+            return False
+        with open(self.output().path, "rb") as fh:
+            return fh.read() == self.rendered()
+
+    def run(self):
+        keys = ProcessBatches().keys()
+        write_bytes(metrics.metrics_path(config.sendit().work_path()), metrics.render_csv(keys))
+        stages.log.info("metrics: %s", metrics.summary(metrics.frame(keys)))
+
+
+class ProcessAll(luigi.WrapperTask):
+    """Everything: process all batches, upload them, export the metrics."""
+
+    def requires(self):
+        return ExportMetrics()

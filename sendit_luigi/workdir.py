@@ -1,0 +1,142 @@
+"""The work directory: private folders, the secret key, and atomic checkpoint files.
+
+Everything under the work directory may hold PHI (original headers, the
+folder-to-key mapping, the lookup table), so folders are created 0700 and files
+0600. Every file is written through Luigi's atomic ``LocalTarget`` writer: the
+bytes go to a temporary name and are renamed into place, so a kill at any
+moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import luigi
+import luigi.format
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as a folder only the owner can read."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.chmod(path, PRIVATE_DIR)
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as sorted, indented JSON with mode 0600."""
+    write_bytes(path, (json.dumps(data, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Atomically write ``data`` to ``path`` (replacing it) with mode 0600."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` only if the block finishes without error.
+
+    Luigi's atomic ``LocalTarget`` writer: the bytes go to ``<path>-luigi-tmp-N``
+    (mode 0600), which is renamed over ``path`` on success and deleted on error.
+    """
+    fh = luigi.LocalTarget(str(path), format=luigi.format.Nop).open("wb")
+    os.chmod(fh.tmp_path, PRIVATE_FILE)
+    try:
+        yield fh
+    except BaseException:
+        fh.raw.close()
+        if os.path.exists(fh.tmp_path):
+            os.remove(fh.tmp_path)
+        raise
+    fh.close()
+
+
+def sweep_temporaries(folder: Path) -> int:
+    """Delete ``*-luigi-tmp-*`` files a killed run left in ``folder``; return how many."""
+    count = 0
+    for leftover in folder.glob("*-luigi-tmp-*"):
+        leftover.unlink(missing_ok=True)
+        count += 1
+    return count
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def read_json_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+
+
+def load_secret(path: Path) -> bytes:
+    """Return the HMAC key at ``path``, creating it (0600) on first use.
+
+    Several worker processes may start at once: the key is written to a
+    temporary file and hard-linked into place, so exactly one creation wins and
+    everybody reads that one.
+    """
+    try:
+        return _parse_secret(path)
+    except FileNotFoundError:
+        pass
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return _parse_secret(path)
+
+
+def _parse_secret(path: Path) -> bytes:
+    text = path.read_text().strip()
+    if len(text) < 32:
+        raise ValueError(f"secret key file {path} is too short; delete it only if no ids were issued yet")
+    return text.encode()
+
+
+class Keyed:
+    """Keyed hashes (HMAC-SHA256) derived from the project secret.
+
+    Each use gets its own ``purpose`` prefix so that, say, a patient id and an
+    accession number with the same text never give the same code.
+    """
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def digest(self, purpose: str, value: str) -> bytes:
+        return hmac.new(self._secret, f"{purpose}\0{value}".encode(), hashlib.sha256).digest()
+
+    def hex(self, purpose: str, value: str, length: int) -> str:
+        return self.digest(purpose, value).hex()[:length]
+
+    def code(self, purpose: str, value: str, prefix: str, length: int = 11) -> str:
+        """An uppercase base32 code such as ``P7K2M...``: safe in any DICOM string VR."""
+        text = base64.b32encode(self.digest(purpose, value)).decode().rstrip("=")
+        return prefix + text[:length]
+
+    def number(self, purpose: str, value: str) -> int:
+        return int.from_bytes(self.digest(purpose, value)[:16], "big")
