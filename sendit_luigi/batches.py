@@ -123,9 +123,19 @@ def status(b: Batch) -> tuple[str, dict | None]:
     return result["status"], result
 
 
-def upload_settled(b: Batch) -> bool:
-    """Nothing is left to upload: the batch is uploaded, or ended empty or in error for good."""
-    if b.uploaded_file.exists():
-        return True
+def processed(b: Batch) -> bool:
+    """Stage 3 is finished for good: a result, not a retryable error, and its tarball.
+
+    The tarball may be missing only when ``cleanup`` removed it after the upload.
+    """
     result = read_json_or_none(b.result_file)
-    return result is not None and result["status"] in ("empty", "error") and not result.get("retryable")
+    if result is None or result.get("retryable"):
+        return False
+    return result["status"] != "done" or b.tarball.exists() or bool(result.get("cleaned"))
+
+
+def upload_settled(b: Batch) -> bool:
+    """Nothing is left to do for this batch: processed, and uploaded unless it ended empty or in error."""
+    if not processed(b):
+        return False
+    return b.uploaded_file.exists() or read_json(b.result_file)["status"] != "done"

@@ -8,7 +8,6 @@ Nothing here touches the network: only files present on disk are used.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,10 +106,3 @@ def make_demo(root: Path, count: int = 4, files: int = 4) -> list[Study]:
     write_study(root, Study("ACC99999.tmp", "MRN799999", "COPYING^STILL", "ACC99999", "20200101"), 1)
     return studies
 
-
-if __name__ == "__main__":
-    import sys
-
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "sample-input")
-    made = make_demo(target)
-    print(f"wrote {len(made)} sample batches to {os.path.abspath(target)}")

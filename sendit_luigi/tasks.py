@@ -33,7 +33,7 @@ import luigi
 
 from . import batches, config, metrics, stages
 from .storage import get_store
-from .workdir import read_json_or_none, write_bytes
+from .workdir import write_bytes
 
 
 class BatchTask(luigi.Task):
@@ -96,13 +96,7 @@ class Anonymize(BatchTask):
         return [luigi.LocalTarget(str(b.result_file)) for b in self.batches()]
 
     def complete(self):
-        for b in self.batches():
-            result = read_json_or_none(b.result_file)
-            if result is None or result.get("retryable"):
-                return False
-            if result["status"] == "done" and not b.tarball.exists():
-                return False
-        return True
+        return all(batches.processed(b) for b in self.batches())
 
     def run(self):
         group = self.batches()

@@ -1,0 +1,151 @@
+"""Operator commands: ``python -m sendit_luigi --help``.
+
+The pipeline itself runs through Luigi (``luigi --module sendit_luigi ProcessAll``);
+these commands help around it. They read settings from the same ``luigi.cfg``
+(or ``LUIGI_CONFIG_PATH``) and read only checkpoint files: no scheduler needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import batches, config, metrics
+from .workdir import write_bytes
+
+DEMO_CFG = """\
+[sendit]
+input_folders = {root}/input
+work_dir = {root}/work
+
+[identifiers]
+backend = local
+
+[storage]
+backend = local
+local_root = {root}/bucket
+collection = DEMO
+
+[upload]
+workers = 10
+
+[core]
+autoload_range = false
+
+[retcode]
+already_running = 10
+missing_data = 20
+not_run = 25
+task_failed = 30
+scheduling_error = 35
+unhandled_exception = 40
+"""
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Make sample data, run ProcessAll on it with the embedded defaults, say where things are."""
+    from .sample_data import make_demo
+
+    root = Path(args.dir).absolute()
+    studies = make_demo(root / "input", args.batches)
+    cfg = root / "luigi.cfg"
+    cfg.write_text(DEMO_CFG.format(root=root))
+    print(f"sample input: {len(studies)} batch folders (+1 still copying) in {root / 'input'}", flush=True)
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
+    command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", "ProcessAll", "--local-scheduler",
+               "--workers", str(args.workers), "--log-level", "WARNING"]
+    code = subprocess.call(command, env=env)
+    print()
+    print(f"config:      {cfg}")
+    print(f"tarballs:    {root / 'bucket' / 'Collection'}")
+    for tarball in sorted((root / "bucket").rglob("*.tar.gz")):
+        print(f"             {tarball.relative_to(root / 'bucket')}")
+    print(f"rows:        {root / 'bucket' / 'metadata.sqlite'} (table dicom)")
+    print(f"metrics:     {root / 'work' / 'metrics.csv'}")
+    print(f"status:      LUIGI_CONFIG_PATH={cfg} python -m sendit_luigi status")
+    return code
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from .sample_data import make_demo
+
+    made = make_demo(Path(args.dir), args.batches, args.files)
+    print(f"wrote {len(made)} sample batches to {Path(args.dir).absolute()}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """A table of every known batch: key, status, files, errors, seconds."""
+    keys = batches.known_keys()
+    df = metrics.frame(keys)
+    if args.errors:
+        df = df[df["status"] == "error"]
+    if args.empty:
+        df = df[df["status"] == "empty"]
+    if args.show_errors:
+        for _, row in df.iterrows():
+            if row["error"] or row["errors"]:
+                print(f"{row['batch']}  {row['status']}")
+                if row["error"]:
+                    print(f"    batch: {row['error']}")
+                for item in filter(None, row["errors"].split("; ")):
+                    print(f"    file:  {item}")
+        return 0
+    seconds = df[[c for c in df.columns if c.endswith("_seconds")]].fillna(0).sum(axis=1)
+    table = df.assign(seconds=seconds.round(2))[["batch", "status", "files", "files_error", "seconds"]]
+    print(table.to_string(index=False) if len(table) else "no batches")
+    print(metrics.summary(metrics.frame(keys)))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Write the metrics CSV now (the pipeline writes it at the end of each run too)."""
+    out = Path(args.output) if args.output else metrics.metrics_path(config.sendit().work_path())
+    keys = batches.known_keys()
+    write_bytes(out, metrics.render_csv(keys))
+    print(f"{metrics.summary(metrics.frame(keys))}; written to {out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sendit_luigi",
+        description="Operator commands for sendit-luigi. Run the pipeline with: "
+        "luigi --module sendit_luigi ProcessAll [--local-scheduler] [--workers N]",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="make sample data and run the whole pipeline on it, locally")
+    s.add_argument("dir", nargs="?", default="demo", help="folder for the demo (default: ./demo)")
+    s.add_argument("--batches", type=int, default=4)
+    s.add_argument("--workers", type=int, default=2)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("sample-data", help="write sample batch folders made from real DICOM test files")
+    s.add_argument("dir")
+    s.add_argument("--batches", type=int, default=4)
+    s.add_argument("--files", type=int, default=4)
+    s.set_defaults(func=cmd_sample_data)
+
+    s = sub.add_parser("status", help="per-batch status from the checkpoints (no scheduler needed)")
+    s.add_argument("--errors", action="store_true", help="only batches in error")
+    s.add_argument("--empty", action="store_true", help="only empty batches")
+    s.add_argument("--show-errors", action="store_true", help="list each batch's error messages")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("metrics", help="write the metrics CSV now")
+    s.add_argument("--output", help="default: <work_dir>/metrics.csv")
+    s.set_defaults(func=cmd_metrics)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Fixtures: sample batch trees, a per-test config, and running the real ``luigi`` command.
+
+Pipeline tests run ``python -m luigi --module sendit_luigi ProcessAll`` in a
+subprocess with ``LUIGI_CONFIG_PATH`` pointing at a config written for the test,
+exactly as a user would, so Luigi's config, registry and scheduler state never
+leak between tests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from sendit_luigi.sample_data import Study, write_study
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_study(n: int, patient: int | None = None, **kw) -> Study:
+    """Study number ``n`` with distinctive planted PHI; ``patient`` shares a patient."""
+    p = n if patient is None else patient
+    values = dict(
+        folder=f"ACCN{41000 + n}",
+        patient_id=f"PHIMRN{880000 + p}",
+        patient_name=f"PHIFAMILY{p}^PHIGIVEN{p}",
+        accession=f"ACCN{41000 + n}",
+        study_date=f"2018{(n % 9) + 1:02d}2{n % 9}",
+        institution=f"PHI INSTITUTE {n}",
+        physician=f"PHIDOCTOR{n}^REFERRER",
+    )
+    values.update(kw)
+    return Study(**values)
+
+
+@dataclass
+class Run:
+    code: int
+    output: str
+
+    def ran(self, family: str) -> int:
+        """How many tasks of ``family`` ran, from Luigi's execution summary."""
+        summary = self.output.split("===== Luigi Execution Summary =====")[1] if "Summary" in self.output else ""
+        section = summary.split("ran successfully:")[1] if "ran successfully:" in summary else ""
+        section = section.split("\n* ")[0]
+        count = 0
+        for line in section.splitlines():
+            line = line.strip()
+            if line.startswith("- ") and f" {family}(" in line:
+                count += int(line[2:].split()[0])
+        return count
+
+
+@dataclass
+class Pipeline:
+    """A project folder with input, work dir, bucket and a luigi.cfg."""
+
+    root: Path
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def input(self) -> Path:
+        return self.root / "input"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def bucket(self) -> Path:
+        return self.root / "bucket"
+
+    @property
+    def cfg(self) -> Path:
+        return self.root / "luigi.cfg"
+
+    def add(self, study: Study, files: int = 3, **kw) -> Path:
+        return write_study(self.input, study, files, **kw)
+
+    def write_cfg(self) -> None:
+        sections = {
+            "sendit": {"input_folders": str(self.input), "work_dir": str(self.work), "group_size": "3"},
+            "identifiers": {"backend": "local"},
+            "storage": {"backend": "local", "local_root": str(self.bucket), "collection": "TESTIRB"},
+            "upload": {"workers": "10"},
+            "core": {"autoload_range": "false"},
+            "retcode": {
+                "already_running": "10",
+                "missing_data": "20",
+                "not_run": "25",
+                "task_failed": "30",
+                "scheduling_error": "35",
+                "unhandled_exception": "40",
+            },
+        }
+        for key, value in self.settings.items():
+            section, name = key.split(".")
+            sections.setdefault(section, {})[name] = str(value)
+        text = "".join(
+            f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n" for s, items in sections.items()
+        )
+        if not self.cfg.exists() or self.cfg.read_text() != text:
+            self.cfg.write_text(text)
+
+    def env(self) -> dict:
+        env = dict(os.environ, LUIGI_CONFIG_PATH=str(self.cfg), PYTHONPATH=str(REPO))
+        return env
+
+    def run(self, *extra: str, workers: int = 2, task: str = "ProcessAll", timeout: int = 300) -> Run:
+        self.write_cfg()
+        self.input.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, "--local-scheduler",
+                   "--workers", str(workers), *extra]
+        proc = subprocess.run(command, cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        return Run(proc.returncode, proc.stdout + proc.stderr)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        self.write_cfg()
+        return subprocess.run([sys.executable, "-m", "sendit_luigi", *args], cwd=self.root, env=self.env(),
+                              capture_output=True, text=True, timeout=300)
+
+    # -- reading outputs ---------------------------------------------------
+
+    def tarballs(self) -> list[Path]:
+        return sorted(self.bucket.rglob("*.tar.gz"))
+
+    def rows(self) -> list[dict]:
+        from sendit_luigi.storage.local import rows
+
+        return rows(self.bucket)
+
+    def metrics(self):
+        import pandas as pd
+
+        return pd.read_csv(self.work / "metrics.csv", dtype={"error": str, "errors": str}).fillna(
+            {"error": "", "errors": ""}
+        )
+
+    def batch_dirs(self) -> dict[str, Path]:
+        """Input folder name -> its batch work folder."""
+        import json
+
+        out = {}
+        for d in (self.work / "batches").iterdir():
+            out[Path(json.loads((d / "source.json").read_text())["folder"]).name] = d
+        return out
+
+
+def members(tarball: Path) -> dict[str, bytes]:
+    """Tar member name -> bytes."""
+    with tarfile.open(tarball, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def datasets(tarball: Path) -> dict[str, pydicom.Dataset]:
+    return {name: pydicom.dcmread(io.BytesIO(data)) for name, data in members(tarball).items()}
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, int]]:
+    """Relative path -> (sha256, mtime_ns) for every file below ``root``."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            out[str(path.relative_to(root))] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    return out
+
+
+def every_output_byte(pipe: Pipeline) -> list[tuple[str, bytes]]:
+    """(name, bytes) of everything that leaves the private work dir, decompressed."""
+    out: list[tuple[str, bytes]] = []
+    for path in sorted(pipe.bucket.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = str(path.relative_to(pipe.bucket))
+        out.append(("object name " + rel, rel.encode()))
+        if path.name.endswith(".tar.gz"):
+            out.append((rel + " (gunzipped)", gzip.decompress(path.read_bytes())))
+            for name, data in members(path).items():
+                out.append((f"{rel}:{name} (member name)", name.encode()))
+                out.append((f"{rel}:{name}", data))
+        elif path.suffix == ".sqlite":
+            db = sqlite3.connect(path)
+            out.append((rel + " (dump)", "\n".join(db.iterdump()).encode()))
+            db.close()
+        else:
+            out.append((rel, path.read_bytes()))
+    metrics = pipe.work / "metrics.csv"
+    if metrics.exists():
+        out.append(("metrics.csv", metrics.read_bytes()))
+    return out
+
+
+@pytest.fixture
+def pipe(tmp_path: Path) -> Pipeline:
+    p = Pipeline(tmp_path)
+    p.input.mkdir()
+    return p

@@ -1,0 +1,76 @@
+"""Scenario: running again. A rerun does nothing; a lost checkpoint redoes only its batch."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import Pipeline, make_study, tree_digest
+
+
+@pytest.fixture
+def done(pipe: Pipeline) -> Pipeline:
+    for n in range(1, 5):
+        pipe.add(make_study(n), files=2)
+    first = pipe.run()
+    assert first.code == 0, first.output
+    assert first.ran("Anonymize") >= 1
+    return pipe
+
+
+def test_a_rerun_does_no_work_and_changes_no_output_byte(done: Pipeline):
+    before = tree_digest(done.root)
+    again = done.run()
+    assert again.code == 0, again.output
+    assert "ran successfully" not in again.output
+    assert tree_digest(done.root) == before
+
+
+def test_deleting_one_batchs_tarball_redoes_only_that_batch(done: Pipeline):
+    dirs = done.batch_dirs()
+    victim = dirs[make_study(2).folder]
+    tarball = victim / "study.tar.gz"
+    original = tarball.read_bytes()
+    others = {k: tree_digest(d) for k, d in dirs.items() if d != victim}
+    bucket = tree_digest(done.bucket)
+    tarball.unlink()
+
+    again = done.run()
+
+    assert again.code == 0, again.output
+    assert again.ran("Anonymize") == 1
+    assert again.ran("ExtractHeaders") == 0 and again.ran("GetIdentifiers") == 0
+    assert tarball.read_bytes() == original  # byte-identical remake
+    assert {k: tree_digest(d) for k, d in dirs.items() if d != victim} == others
+    assert tree_digest(done.bucket) == bucket  # uploaded once, not again
+    assert len(done.rows()) == 4
+
+
+def test_a_new_batch_later_is_processed_and_the_metrics_follow(done: Pipeline):
+    done.add(make_study(9), files=2)
+    again = done.run()
+    assert again.code == 0, again.output
+    assert again.ran("ExtractHeaders") == 1
+    assert len(done.tarballs()) == 5
+    assert len(done.metrics()) == 5
+
+
+def test_a_failed_upload_makes_luigi_exit_non_zero_and_a_rerun_finishes(pipe: Pipeline):
+    pipe.add(make_study(1), files=2)
+    pipe.bucket.write_text("a file where the bucket folder should be")
+    failed = pipe.run()
+    assert failed.code != 0
+    assert "upload" in failed.output.lower()
+    pipe.bucket.unlink()
+    again = pipe.run()
+    assert again.code == 0, again.output
+    assert again.ran("Anonymize") == 0  # processing was kept; only the upload ran
+    assert len(pipe.tarballs()) == 1 and len(pipe.rows()) == 1
+
+
+def test_luigi_config_path_points_at_another_config(pipe: Pipeline, tmp_path_factory):
+    other_bucket = tmp_path_factory.mktemp("elsewhere") / "bucket"
+    pipe.settings["storage.local_root"] = str(other_bucket)
+    pipe.add(make_study(1), files=1)
+    assert pipe.run().code == 0
+    assert len(list(other_bucket.rglob("*.tar.gz"))) == 1
+    assert not pipe.bucket.exists()
