@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
     command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", "ProcessAll", "--local-scheduler",
                "--workers", str(args.workers), "--log-level", "WARNING"]
-    code = subprocess.call(command, env=env)
+    code = subprocess.call(command, env=env, cwd=root)  # cwd: no stray ./luigi.cfg
     print()
     print(f"config:      {cfg}")
     print(f"tarballs:    {root / 'bucket' / 'Collection'}")
