@@ -95,6 +95,14 @@ class deid(luigi.Config):  # noqa: N801
         description="Comma-separated private creator names whose private blocks are kept. Empty: all private tags go.",
     )
 
+    quarantine_filters = luigi.Parameter(
+        default="burned_in",
+        description="Comma-separated %filter sections of the recipe to apply; a flagged file is quarantined.",
+    )
+
+    def filters(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.quarantine_filters.split(",") if s.strip())
+
     def private_allow(self) -> frozenset[str]:
         return frozenset(s.strip() for s in self.keep_private_creators.split(",") if s.strip())
 

@@ -16,6 +16,7 @@ goes into the tarball (``LeakCheck``).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import gzip
 import mmap
@@ -102,7 +103,12 @@ def shift_date(value: str, days: int, vr: str) -> str:
 class Recipe:
     """A deid recipe, parsed once, applied through cached per-layout plans."""
 
-    def __init__(self, path: Path, keep_private_creators: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        path: Path,
+        keep_private_creators: frozenset[str] = frozenset(),
+        quarantine_filters: tuple[str, ...] = (),
+    ):
         from deid.config import DeidRecipe
 
         if not path.is_file():
@@ -124,6 +130,23 @@ class Recipe:
                 raise RecipeError(f"recipe {path}: ADD needs a DICOM keyword, not {action['field']}")
         self.keep_private_creators = keep_private_creators
         self._plans: dict[tuple, list] = {}
+        groups = self.deid.get_filters() or {}
+        unknown = [name for name in quarantine_filters if name not in groups]
+        if unknown:
+            raise RecipeError(f"recipe {path} has no %filter {', '.join(unknown)} ([deid] quarantine_filters)")
+        self._filter = copy.copy(self.deid)
+        self._filter.deid = dict(self.deid.deid, filter={k: groups[k] for k in quarantine_filters})
+
+    def quarantine_reason(self, ds: Dataset) -> str:
+        """Why deid's header filter flags ``ds`` as likely to show PHI in its pixels ('' if clean)."""
+        if not self._filter.deid["filter"]:
+            return ""
+        from deid.dicom.pixels.detect import has_burned_pixels
+
+        result = has_burned_pixels(ds, deid=self._filter)
+        if not result["flagged"]:
+            return ""
+        return "; ".join(f"{r['group']}: {' '.join(r['reason'].split())}" for r in result["results"])
 
     def variables(self) -> set[str]:
         return {a["value"][4:] for a in self.actions if (a.get("value") or "").startswith("var:")}

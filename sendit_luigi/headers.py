@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
@@ -51,8 +51,15 @@ MIN_PATTERN = 3  # shorter values ("M", "1") are not identifying on their own
 
 
 def walk_files(folder: Path) -> Iterator[Path]:
-    """Every regular file under ``folder``, nested folders included, in a stable order."""
-    for root, dirs, files in os.walk(folder):
+    """Every file under ``folder``, nested folders included, in a stable order.
+
+    Symbolic links to files are read; links to folders are not followed.
+    """
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for root, dirs, files in os.walk(folder, onerror=fail):
         dirs.sort()
         for name in sorted(files):
             yield Path(root) / name
@@ -114,7 +121,7 @@ def identifying_values(ds: Dataset) -> set[str]:
     return {v for v in found if len(v.strip()) >= MIN_PATTERN}
 
 
-def extract_file(path: Path) -> tuple[dict, set[str]]:
+def extract_file(path: Path, quarantine: Callable[[Dataset], str] | None = None) -> tuple[dict, set[str]]:
     """Read one file's header; return its record and its identifying values."""
     ds = read_dicom(path)
     record = {}
@@ -123,34 +130,40 @@ def extract_file(path: Path) -> tuple[dict, set[str]]:
         record[name] = "" if value is None else str(value).strip()
     if not record["sop_uid"]:
         raise ValueError("SOPInstanceUID (0008,0018) is missing: cannot name the output file")
-    record["has_pixels"] = "PixelData" in ds or ds.get("Rows") is not None
+    if quarantine is not None:
+        reason = quarantine(ds)
+        if reason:
+            record["quarantine"] = reason
     return record, identifying_values(ds)
 
 
-def extract_headers(folder: Path) -> dict:
+def extract_headers(folder: Path, quarantine: Callable[[Dataset], str] | None = None) -> dict:
     """Stage 1 for one batch folder: the headers checkpoint as a dict.
 
     Never raises for bad files: each one gets an ``error`` in its record. A
     batch that is empty or has no readable DICOM file gets a batch ``error``
-    (status ``empty`` or ``error``).
+    (status ``empty`` or ``error``). ``quarantine`` says why a file's pixels
+    may show PHI; such a file is marked and will not be packed.
     """
     start = time.time()
     files: list[dict] = []
     phi: set[str] = set()
     folder_text = str(folder)
-    try:
-        paths = list(walk_files(folder))
-    except OSError as exc:
-        paths = []
-        batch_error = f"cannot list the batch folder: {describe(exc)}"
+    batch_error = ""
+    paths: list[Path] = []
+    if not folder.is_dir():
+        batch_error = "the batch folder no longer exists (moved or deleted after it was found)"
     else:
-        batch_error = ""
+        try:
+            paths = list(walk_files(folder))
+        except OSError as exc:
+            batch_error = f"cannot list the batch folder: {describe(exc)}"
     for path in paths:
         rel = path.relative_to(folder).as_posix()
         entry: dict = {"path": rel}
         try:
             entry["size"] = path.stat().st_size
-            record, values = extract_file(path)
+            record, values = extract_file(path, quarantine)
             entry.update(record)
             phi |= values
         except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:

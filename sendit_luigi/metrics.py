@@ -20,6 +20,7 @@ COLUMNS = [
     "status",
     "files",
     "files_error",
+    "files_quarantined",
     "bytes_in",
     "bytes_out",
     *[f"{stage}_{part}" for stage in STAGES for part in ("start", "end", "seconds")],
@@ -41,10 +42,14 @@ def batch_row(key: str) -> dict:
     row.update(
         files=result["files"],
         files_error=result["files_error"],
+        files_quarantined=len(result.get("quarantine", [])),
         bytes_in=result["bytes_in"],
         bytes_out=result["bytes_out"],
         error=result.get("error", ""),
-        errors="; ".join(f"{e['file']}: {e['error']}" for e in result["errors"]),
+        errors="; ".join(
+            [f"{e['file']}: {e['error']}" for e in result["errors"]]
+            + [f"{q['file']}: quarantined ({q['reason']})" for q in result.get("quarantine", [])]
+        ),
     )
     stages = dict(result["stages"])
     uploaded = read_json_or_none(b.uploaded_file)
@@ -57,7 +62,7 @@ def batch_row(key: str) -> dict:
 
 def frame(keys: list[str]) -> pd.DataFrame:
     df = pd.DataFrame([batch_row(k) for k in keys], columns=COLUMNS)
-    for col in ("files", "files_error", "bytes_in", "bytes_out"):
+    for col in ("files", "files_error", "files_quarantined", "bytes_in", "bytes_out"):
         df[col] = df[col].fillna(0).astype("int64")
     for col in ("error", "errors"):
         df[col] = df[col].fillna("")

@@ -46,7 +46,7 @@ def _timing(start: float) -> dict:
 def extract(b: Batch) -> dict:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     sweep_temporaries(b.dir)
-    headers = extract_headers(b.folder())
+    headers = extract_headers(b.folder(), recipe().quarantine_reason)
     write_json(b.headers_file, headers)
     good = sum("error" not in f for f in headers["files"])
     log.info("batch %s: headers read, %d of %d files readable", b.key, good, len(headers["files"]))
@@ -68,16 +68,20 @@ def study_request(b: Batch, headers: dict) -> StudyRequest:
         raise BatchError("PatientID (0010,0020) is missing or empty in every file; a coded patient id needs it")
     if not accession:
         raise BatchError("AccessionNumber (0008,0050) is missing or empty in every file; a coded study id needs it")
-    study_date = ""
-    for name in DATE_FIELDS:
-        dates = sorted(f[name] for f in files if f.get(name))
-        if dates:
-            study_date = dates[0]
-            break
+    study_date = study_date_of(files)
     if not study_date:
         raise BatchError("StudyDate (0008,0020) is missing, and so are SeriesDate, ContentDate and AcquisitionDate")
     birth = sorted(f["birth_date"] for f in files if f.get("birth_date"))
     return StudyRequest(b.key, patient_id, accession, birth[0] if birth else "", study_date)
+
+
+def study_date_of(files: list[dict]) -> str:
+    """The study's date: the earliest StudyDate, else SeriesDate, ContentDate, AcquisitionDate."""
+    for name in DATE_FIELDS:
+        dates = sorted(f[name] for f in files if f.get(name))
+        if dates:
+            return dates[0]
+    return ""
 
 
 def assign(group: list[Batch]) -> None:
@@ -125,9 +129,15 @@ def needs_retry(path: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def load_recipe(path: Path, keep_private_creators: frozenset[str]) -> Recipe:
-    """The recipe, parsed once per process."""
-    return Recipe(path, keep_private_creators)
+def load_recipe(path: Path, keep_private_creators: frozenset[str], filters: tuple[str, ...]) -> Recipe:
+    """A recipe, parsed once per process."""
+    return Recipe(path, keep_private_creators, filters)
+
+
+def recipe() -> Recipe:
+    """The configured recipe."""
+    cfg = config.deid()
+    return load_recipe(config.sendit().recipe_path(), cfg.private_allow(), cfg.filters())
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,6 +157,7 @@ def anonymize(b: Batch) -> dict:
         "bytes_in": headers["bytes_in"],
         "bytes_out": 0,
         "errors": [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f],
+        "quarantine": [{"file": f["path"], "reason": f["quarantine"]} for f in headers["files"] if "quarantine" in f],
         "stages": {"headers": headers["stage"], "identifiers": ids["stage"]},
     }
     if headers["status"] != "ok":
@@ -166,7 +177,6 @@ def anonymize(b: Batch) -> dict:
 
 def _pack(b: Batch, headers: dict, ids: dict) -> dict:
     cfg = config.sendit()
-    recipe = load_recipe(cfg.recipe_path(), config.deid().private_allow())
     keyed = _keyed(cfg.secret_path())
     jitter = int(ids["jitter_days"])
     ctx = Context(
@@ -179,8 +189,13 @@ def _pack(b: Batch, headers: dict, ids: dict) -> dict:
     shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
     leak = LeakCheck(phi, allowed=shifted)
     folder = b.folder()
-    good = [f for f in headers["files"] if "error" not in f]
-    packed = pack_study(folder, good, recipe, ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level)
+    if not folder.is_dir():
+        return {"status": "error", "retryable": True,
+                "error": "the batch folder disappeared during the run; it is tried again when it is back"}
+    good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
+    if not good:
+        return {"status": "error", "error": "every readable file is quarantined; nothing to pack"}
+    packed = pack_study(folder, good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level)
     errors = [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f]
     errors += [
         {"file": r["path"], "error": redact(r["error"], str(folder), phi)} for r in packed.files if "error" in r
@@ -188,7 +203,7 @@ def _pack(b: Batch, headers: dict, ids: dict) -> dict:
     errors.sort(key=lambda e: e["file"])
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
-    study_date = shift_date(min(f["study_date"] or "99999999" for f in good), jitter, "DA") or "00000000"
+    study_date = shift_date(study_date_of(good), jitter, "DA") or "00000000"
     header = packed.header
     row = {
         "CodedPatientID": ids["patient"],
