@@ -205,3 +205,23 @@ def pipe(tmp_path: Path) -> Pipeline:
     p = Pipeline(tmp_path)
     p.input.mkdir()
     return p
+
+
+@pytest.fixture
+def configured(pipe: Pipeline, monkeypatch):
+    """Make ``pipe``'s luigi.cfg the configuration of this test process (for calling stages directly)."""
+    import luigi.configuration
+    import luigi.task_register
+
+    pipe.write_cfg()
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(pipe.cfg))
+    monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_instance", None)
+    monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_config_paths",
+                        [str(pipe.cfg)])
+    luigi.task_register.Register.clear_instance_cache()
+    import sendit_luigi.stages as stages
+
+    stages._keyed.cache_clear()
+    yield pipe
+    luigi.task_register.Register.clear_instance_cache()
+    stages._keyed.cache_clear()
