@@ -10,6 +10,7 @@ key-to-folder mapping lives in the private work directory (``source.json``).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,23 @@ from . import config
 from .workdir import Keyed, load_secret, private_dir, read_json, read_json_or_none, write_json
 
 KEY_LENGTH = 16
+
+# When this run started. A retryable error (a service was down) recorded before
+# it is tried again; one recorded during this run stands until the next run, so
+# Luigi sees the task as done for now.
+RUN_STARTED = time.time()
+
+
+def begin_run() -> None:
+    """Mark the start of a new run in a long-lived process (watch mode)."""
+    global RUN_STARTED
+    RUN_STARTED = time.time()
+
+
+def retry_due(path: Path) -> bool:
+    """True when the checkpoint at ``path`` records a retryable error from an earlier run."""
+    record = read_json_or_none(path)
+    return bool(record and record.get("retryable") and record.get("at", 0) < RUN_STARTED)
 
 
 @dataclass(frozen=True)
@@ -129,7 +147,7 @@ def processed(b: Batch) -> bool:
     The tarball may be missing only when ``cleanup`` removed it after the upload.
     """
     result = read_json_or_none(b.result_file)
-    if result is None or result.get("retryable"):
+    if result is None or retry_due(b.result_file):
         return False
     return result["status"] != "done" or b.tarball.exists() or bool(result.get("cleaned"))
 

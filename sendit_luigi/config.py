@@ -83,6 +83,19 @@ class identifiers(luigi.Config):  # noqa: N801
         return Path(self.vault).expanduser() if self.vault else sendit().work_path() / "vault.sqlite"
 
 
+class dasher(luigi.Config):  # noqa: N801 - Luigi maps the class name to [dasher]
+    """``[dasher]``: where DASHER is and how hard to try."""
+
+    base_url = luigi.Parameter(default="https://api.rit.stanford.edu/identifiers/api")
+    study = luigi.Parameter(default="test", description="DASHER study (lowercased in the URL).")
+    secrets_file = luigi.Parameter(
+        default="", description="som's secrets JSON (accessToken, refreshToken, token_uri). Default: $STANFORD_CLIENT_SECRETS."
+    )
+    timeout = luigi.FloatParameter(default=30.0, description="Seconds to wait for one reply.")
+    retries = luigi.IntParameter(default=4, description="Extra attempts after a 5xx, timeout or dropped connection.")
+    backoff = luigi.FloatParameter(default=1.0, description="First wait between attempts; doubles each time.")
+
+
 class deid(luigi.Config):  # noqa: N801
     """De-identification details that are not per-tag policy (that lives in the recipe)."""
 

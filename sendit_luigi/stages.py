@@ -109,20 +109,12 @@ def assign(group: list[Batch]) -> None:
                 records[req.key] = {"status": "ok", **result.to_dict()}
             else:
                 text = redact(str(result), values=[req.patient_id, req.accession])
-                records[req.key] = {"status": "error", "error": text, "retryable": result.retryable}
+                records[req.key] = {"status": "error", "error": text, "retryable": result.retryable,
+                                    "at": time.time()}
     stage = _timing(start)
     for b in group:
         write_json(b.identifiers_file, {**records[b.key], "stage": stage})
         log.info("batch %s: identifiers %s", b.key, records[b.key]["status"])
-
-
-def needs_retry(path: Path) -> bool:
-    """True when a checkpoint records an error that the next run should try again."""
-    try:
-        record = read_json(path)
-    except FileNotFoundError:
-        return False
-    return bool(record.get("retryable"))
 
 
 # -- stage 3 -----------------------------------------------------------------
@@ -163,7 +155,7 @@ def anonymize(b: Batch) -> dict:
     if headers["status"] != "ok":
         result.update(status=headers["status"], error=headers["error"])
     elif ids["status"] != "ok":
-        result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False))
+        result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False), at=time.time())
     else:
         result.update(_pack(b, headers, ids))
     result["files_error"] = len(result["errors"])
@@ -190,7 +182,7 @@ def _pack(b: Batch, headers: dict, ids: dict) -> dict:
     leak = LeakCheck(phi, allowed=shifted)
     folder = b.folder()
     if not folder.is_dir():
-        return {"status": "error", "retryable": True,
+        return {"status": "error", "retryable": True, "at": time.time(),
                 "error": "the batch folder disappeared during the run; it is tried again when it is back"}
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
     if not good:

@@ -79,7 +79,7 @@ class GetIdentifiers(BatchTask):
         return [luigi.LocalTarget(str(b.identifiers_file)) for b in self.batches()]
 
     def complete(self):
-        return super().complete() and not any(stages.needs_retry(b.identifiers_file) for b in self.batches())
+        return super().complete() and not any(batches.retry_due(b.identifiers_file) for b in self.batches())
 
     def run(self):
         self.set_status_message(f"asking the identifiers backend for {len(self.batches())} batches")
