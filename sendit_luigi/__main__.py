@@ -35,6 +35,9 @@ workers = 10
 [core]
 autoload_range = false
 
+[execution_summary]
+summary_length = 0
+
 [retcode]
 already_running = 10
 missing_data = 20

@@ -133,8 +133,30 @@ class storage(luigi.Config):  # noqa: N801
         description="The IRB/study id: Collection/<collection>/... in object names (and the BigQuery dataset).",
     )
 
+    # --- backend = gcs ---------------------------------------------------
+    bucket = luigi.Parameter(default="", description="gcs: the bucket for study tarballs.")
+    project = luigi.Parameter(default="", description="gcs: Google Cloud project (for BigQuery and new buckets).")
+    dataset = luigi.Parameter(default="", description="gcs: BigQuery dataset. Default: the collection.")
+    table = luigi.Parameter(default="dicom", description="gcs: BigQuery table for the metadata rows.")
+    location = luigi.Parameter(default="US", description="gcs: BigQuery dataset location, when it is created.")
+    gcs_endpoint = luigi.Parameter(
+        default="", description="gcs: GCS API endpoint (an emulator or private endpoint). Also: STORAGE_EMULATOR_HOST."
+    )
+    bigquery_endpoint = luigi.Parameter(default="", description="gcs: BigQuery API endpoint (an emulator).")
+    credentials = luigi.ChoiceParameter(
+        choices=["default", "anonymous"],
+        default="default",
+        description="gcs: 'default' = Application Default Credentials / GOOGLE_APPLICATION_CREDENTIALS; "
+        "'anonymous' only for emulators.",
+    )
+    retry_seconds = luigi.FloatParameter(default=120.0, description="gcs: give up retrying a call after this long.")
+    backoff = luigi.FloatParameter(default=1.0, description="gcs: first wait between retries; doubles each time.")
+
     def local_path(self) -> Path:
         return Path(self.local_root).expanduser().absolute()
+
+    def dataset_name(self) -> str:
+        return self.dataset or self.collection
 
 
 class upload(luigi.Config):  # noqa: N801

@@ -25,7 +25,7 @@ from pathlib import Path
 from . import config
 from .batches import Batch
 from .deidentify import Context, LeakCheck, Recipe, pack_study, shift_date, uid_remapper
-from .errors import BatchError, redact
+from .errors import BatchError, describe, redact
 from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
 from .workdir import Keyed, load_secret, read_json, sweep_temporaries, write_json
@@ -232,8 +232,14 @@ def upload(b: Batch, store) -> dict | None:
     if result["status"] != "done":
         return None
     start = time.time()
-    placed = store.put_study(b.tarball, result)
+    failure = b.dir / "upload_error.json"
+    try:
+        placed = store.put_study(b.tarball, result)
+    except Exception as exc:
+        write_json(failure, {"error": redact(describe(exc)), "at": time.time()})
+        raise
     record = {**placed, "stage": _timing(start)}
     write_json(b.uploaded_file, record)
+    failure.unlink(missing_ok=True)
     log.info("batch %s: uploaded", b.key)
     return record

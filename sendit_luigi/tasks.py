@@ -32,7 +32,7 @@ from __future__ import annotations
 import luigi
 
 from . import batches, config, metrics, stages
-from .storage import get_store
+from .storage import check_settings, get_store
 from .workdir import write_bytes
 
 
@@ -189,4 +189,5 @@ class ProcessAll(luigi.WrapperTask):
     """Everything: process all batches, upload them, export the metrics."""
 
     def requires(self):
+        check_settings()  # a missing storage setting stops the run now, not after hours of work
         return ExportMetrics()

@@ -94,6 +94,7 @@ class Pipeline:
             "storage": {"backend": "local", "local_root": str(self.bucket), "collection": "TESTIRB"},
             "upload": {"workers": "10"},
             "core": {"autoload_range": "false"},
+            "execution_summary": {"summary_length": "0"},
             "retcode": {
                 "already_running": "10",
                 "missing_data": "20",

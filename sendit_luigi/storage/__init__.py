@@ -45,3 +45,10 @@ def get_store():
     """The configured backend module's ``Store()``: ``storage.<name>``."""
     name = config.storage().backend
     return importlib.import_module(f"{__name__}.{name}").Store()
+
+
+def check_settings() -> None:
+    """Raise ``ValueError`` naming a missing setting of the configured backend (before any work)."""
+    module = importlib.import_module(f"{__name__}.{config.storage().backend}")
+    if hasattr(module, "check_settings"):
+        module.check_settings(config.storage())

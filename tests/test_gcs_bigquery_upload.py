@@ -1,0 +1,174 @@
+"""Scenario: upload to Google Cloud Storage and BigQuery (real clients, local emulators on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery, storage
+
+from conftest import Pipeline, make_study
+from emulators import BigQueryEmulator, GcsEmulator
+from sendit_luigi.batches import shard_of
+
+COUNTER = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cloud")
+    gcs = GcsEmulator(root / "gcs").start()
+    bq = BigQueryEmulator(root / "bq").start()
+    yield gcs, bq
+    gcs.stop()
+    bq.stop()
+
+
+class Cloud:
+    def __init__(self, gcs, bq, bucket: str, collection: str):
+        self.gcs_emulator, self.bq_emulator = gcs, bq
+        self.bucket, self.collection = bucket, collection
+        self.gcs = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                                  client_options={"api_endpoint": gcs.endpoint})
+        self.bq = bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
+                                  client_options={"api_endpoint": bq.endpoint})
+
+    def blobs(self) -> dict:
+        return {b.name: b for b in self.gcs.list_blobs(self.bucket)}
+
+    def rows(self) -> list[dict]:
+        table = f"test-project.{self.collection}.dicom"
+        return [dict(r) for r in self.bq.list_rows(table)]
+
+
+@pytest.fixture
+def gcs_pipe(pipe: Pipeline, cloud) -> tuple[Pipeline, Cloud]:
+    n = next(COUNTER)
+    c = Cloud(*cloud, bucket=f"sendit-test-{n}", collection=f"IRB_{n}")
+    c.gcs.create_bucket(c.bucket)
+    pipe.settings.update({
+        "storage.backend": "gcs",
+        "storage.bucket": c.bucket,
+        "storage.project": "test-project",
+        "storage.collection": c.collection,
+        "storage.gcs_endpoint": c.gcs_emulator.endpoint,
+        "storage.bigquery_endpoint": c.bq_emulator.endpoint,
+        "storage.credentials": "anonymous",
+        "storage.retry_seconds": "3",
+        "storage.backoff": "0.1",
+    })
+    return pipe, c
+
+
+def test_objects_land_with_sendit_names_and_the_same_bytes_and_rows_land_once(gcs_pipe):
+    pipe, c = gcs_pipe
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=2)
+    run = pipe.run()
+    assert run.code == 0, run.output
+    blobs = c.blobs()
+    assert len(blobs) == 3
+    work = {json.loads((d / "result.json").read_text())["tarball_name"]: d / "study.tar.gz"
+            for d in pipe.batch_dirs().values()}
+    for name, blob in blobs.items():
+        parts = name.split("/")
+        assert parts[:3] == ["Collection", c.collection, "Entity"] and parts[4].startswith(parts[3] + "_")
+        assert blob.content_type == "application/gzip"
+        assert blob.download_as_bytes() == work[parts[4]].read_bytes()
+    rows = c.rows()
+    assert len(rows) == 3
+    assert {r["storage_download"] for r in rows} == {f"gs://{c.bucket}/{n}" for n in blobs}
+    for row in rows:
+        assert row["DicomHeader"]["PatientIdentityRemoved"] == "YES"
+        assert row["ImageCount"] == 2 and row["SizeBytes"] > 0 and row["UploadTime"] is not None
+    schema = {f.name: f.field_type for f in c.bq.get_table(f"test-project.{c.collection}.dicom").schema}
+    assert schema["DicomHeader"] == "JSON" and schema["ImageCount"] == "INTEGER"
+
+
+def test_a_rerun_adds_nothing(gcs_pipe):
+    pipe, c = gcs_pipe
+    pipe.add(make_study(1), files=1)
+    assert pipe.run().code == 0
+    generations = {n: b.generation for n, b in c.blobs().items()}
+    again = pipe.run()
+    assert again.code == 0 and "ran successfully" not in again.output
+    assert {n: b.generation for n, b in c.blobs().items()} == generations
+    assert len(c.rows()) == 1
+
+
+def test_an_upload_that_fails_half_way_resumes_with_nothing_lost_or_doubled(gcs_pipe):
+    pipe, c = gcs_pipe
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=1)
+    c.bq_emulator.stop()  # objects can go up, rows cannot
+    try:
+        failed = pipe.run()
+    finally:
+        c.bq_emulator.start()
+    assert failed.code != 0
+    assert len(c.blobs()) == 3
+    assert all(not (d / "uploaded.json").exists() for d in pipe.batch_dirs().values())
+    assert "upload failed" in pipe.cli("status", "--show-errors").stdout + " ".join(
+        json.loads((d / "upload_error.json").read_text())["error"] for d in pipe.batch_dirs().values())
+    generations = {n: b.generation for n, b in c.blobs().items()}
+    resumed = pipe.run()
+    assert resumed.code == 0, resumed.output
+    assert resumed.ran("Anonymize") == 0
+    assert {n: b.generation for n, b in c.blobs().items()} == generations  # not uploaded again
+    rows = c.rows()
+    assert len(rows) == 3 and len({r["CodedAccessionNumberID"] for r in rows}) == 3
+
+
+@pytest.mark.parametrize("batches", [0, 1, 9, 25])
+def test_the_upload_split_works_for_any_number_of_batches(gcs_pipe, batches):
+    pipe, c = gcs_pipe
+    pipe.settings["sendit.group_size"] = "10"
+    for n in range(batches):
+        pipe.add(make_study(n), files=1, nested=False)
+    run = pipe.run(workers=2)
+    assert run.code == 0, run.output
+    assert len(c.blobs()) == batches
+    dirs = list(pipe.batch_dirs().values()) if batches else []
+    assert sum((d / "uploaded.json").exists() for d in dirs) == batches
+    shards_with_work = {shard_of(d.name, 10) for d in dirs}
+    assert run.ran("UploadShard") == len(shards_with_work)  # one task per shard that had batches
+    if batches >= 9:
+        assert len(shards_with_work) > 1
+    if batches:
+        assert len(c.rows()) == batches
+
+
+def test_an_object_with_other_bytes_is_never_overwritten(gcs_pipe):
+    pipe, c = gcs_pipe
+    pipe.add(make_study(1), files=1)
+    assert pipe.run(task="ProcessBatches").code == 0
+    [batch_dir] = pipe.batch_dirs().values()
+    result = json.loads((batch_dir / "result.json").read_text())
+    name = f"Collection/{c.collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
+    c.gcs.bucket(c.bucket).blob(name).upload_from_string(b"somebody else's bytes")
+    run = pipe.run()
+    assert run.code != 0
+    assert c.gcs.bucket(c.bucket).blob(name).download_as_bytes() == b"somebody else's bytes"
+    assert "different bytes" in json.loads((batch_dir / "upload_error.json").read_text())["error"]
+
+
+def test_a_missing_bucket_is_a_clear_permanent_error(gcs_pipe):
+    pipe, c = gcs_pipe
+    pipe.settings["storage.bucket"] = "no-such-bucket"
+    pipe.add(make_study(1), files=1)
+    run = pipe.run()
+    assert run.code != 0
+    [batch_dir] = pipe.batch_dirs().values()
+    assert "does [storage] bucket = no-such-bucket exist" in (batch_dir / "upload_error.json").read_text()
+
+
+def test_a_missing_setting_stops_the_run_before_any_work_naming_it(gcs_pipe):
+    pipe, c = gcs_pipe
+    pipe.settings["storage.bucket"] = ""
+    pipe.add(make_study(1), files=1)
+    run = pipe.run()
+    assert run.code != 0
+    assert "[storage] bucket is not set" in run.output
+    assert not (pipe.work / "batches").exists() or not any((pipe.work / "batches").rglob("result.json"))
