@@ -10,7 +10,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
 from conftest import Pipeline, make_study
-from emulators import BigQueryEmulator, GcsEmulator
+from emulators import BigQueryEmulator, FaultyProxy, GcsEmulator
 from sendit_luigi.batches import shard_of
 
 COUNTER = itertools.count()
@@ -172,3 +172,18 @@ def test_a_missing_setting_stops_the_run_before_any_work_naming_it(gcs_pipe):
     assert run.code != 0
     assert "[storage] bucket is not set" in run.output
     assert not (pipe.work / "batches").exists() or not any((pipe.work / "batches").rglob("result.json"))
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_transient_errors_are_retried_with_backoff(gcs_pipe, status):
+    pipe, c = gcs_pipe
+    proxy = FaultyProxy(c.gcs_emulator.endpoint, faults=2, status=status)
+    try:
+        pipe.settings["storage.gcs_endpoint"] = proxy.endpoint
+        pipe.add(make_study(1), files=1)
+        run = pipe.run()
+    finally:
+        proxy.close()
+    assert run.code == 0, run.output
+    assert proxy.failed == 2 and proxy.seen > 2
+    assert len(c.blobs()) == 1 and len(c.rows()) == 1

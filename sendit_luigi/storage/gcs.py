@@ -79,8 +79,9 @@ class Store:
     """``[storage] backend = gcs``."""
 
     def __init__(self) -> None:
-        from google.api_core import retry as api_retry
         from google.cloud import bigquery, storage
+        from google.cloud.bigquery import DEFAULT_RETRY as BQ_RETRY
+        from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
 
         cfg = config.storage()
         check_settings(cfg)
@@ -94,13 +95,11 @@ class Store:
         bq_options = {"api_endpoint": cfg.bigquery_endpoint} if cfg.bigquery_endpoint else None
         self.gcs = storage.Client(project=cfg.project, credentials=credentials, client_options=gcs_options)
         self.bq = bigquery.Client(project=cfg.project, credentials=credentials, client_options=bq_options)
-        self.retry = api_retry.Retry(
-            predicate=api_retry.if_transient_error,
-            initial=cfg.backoff,
-            multiplier=2.0,
-            maximum=max(cfg.backoff * 16, 1.0),
-            timeout=cfg.retry_seconds,
-        )
+        # Each client's own retry policy (it knows which of its errors are transient),
+        # with our backoff and our limit on the total time.
+        delay = {"initial": cfg.backoff, "multiplier": 2.0, "maximum": max(cfg.backoff * 16, 1.0)}
+        self.retry = GCS_RETRY.with_delay(**delay).with_timeout(cfg.retry_seconds)
+        self.bq_retry = BQ_RETRY.with_delay(**delay).with_timeout(cfg.retry_seconds)
         self.table_id = f"{cfg.project}.{cfg.dataset_name()}.{cfg.table}"
         self._table_ready = False
 
@@ -163,8 +162,8 @@ class Store:
             return
         dataset = bigquery.Dataset(f"{self.cfg.project}.{self.cfg.dataset_name()}")
         dataset.location = self.cfg.location
-        self.bq.create_dataset(dataset, exists_ok=True, retry=self.retry)
-        self.bq.create_table(bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.retry)
+        self.bq.create_dataset(dataset, exists_ok=True, retry=self.bq_retry)
+        self.bq.create_table(bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.bq_retry)
         self._table_ready = True
 
     def has_row(self, accession: str) -> bool:
@@ -175,9 +174,9 @@ class Store:
             job_config=bigquery.QueryJobConfig(
                 query_parameters=[bigquery.ScalarQueryParameter("accession", "STRING", accession)]
             ),
-            retry=self.retry,
+            retry=self.bq_retry,
         )
-        return next(iter(job.result(retry=self.retry)))["n"] > 0
+        return next(iter(job.result(retry=self.bq_retry)))["n"] > 0
 
     def insert_row(self, row: dict) -> None:
         """Insert one row keyed by the coded accession, unless it is there already."""
@@ -187,6 +186,6 @@ class Store:
             return
         values = dict(row, UploadTime=dt.datetime.now(dt.timezone.utc).isoformat())
         values["DicomHeader"] = json.dumps(values.get("DicomHeader", {}), sort_keys=True)
-        errors = self.bq.insert_rows_json(self.table_id, [values], row_ids=[accession], retry=self.retry)
+        errors = self.bq.insert_rows_json(self.table_id, [values], row_ids=[accession], retry=self.bq_retry)
         if errors:
             raise BatchError(f"BigQuery refused the metadata row: {errors[0].get('errors')}")
