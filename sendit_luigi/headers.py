@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -88,36 +89,61 @@ def read_dicom(path: Path, stop_before_pixels: bool = True, defer_size: str | No
     raise ValueError("not a DICOM file (no DICM marker and no readable DICOM header)")
 
 
+def element_vr(raw) -> str:
+    """An element's VR without decoding its value (implicit-VR files: the dictionary's)."""
+    if raw.VR:
+        return raw.VR
+    try:
+        return dictionary_VR(raw.tag)
+    except KeyError:
+        return "UN"
+
+
+def _is_identifying(keyword: str, vr: str) -> bool:
+    if vr in ("PN", "DA", "DT"):
+        return True
+    if vr == "UI":
+        return not keyword.endswith(NON_INSTANCE_UIDS)
+    return vr in TEXT_VRS and (
+        keyword.endswith(("ID", "IDs")) or any(p in keyword for p in IDENTIFYING_KEYWORD_PARTS)
+    )
+
+
 def identifying_values(ds: Dataset) -> set[str]:
-    """The values in ``ds`` that identify a person or a study, for the leak check."""
+    """The values in ``ds`` that identify a person or a study, for the leak check.
+
+    Only the elements that can hold such values are decoded (names, dates,
+    UIDs, ids, addresses, at any depth, and the file meta); private elements
+    are skipped, as they are removed.
+    """
     found: set[str] = set()
-    datasets = [ds]
+    stack = [ds]
     if getattr(ds, "file_meta", None) is not None:
-        datasets.append(ds.file_meta)
-    for d in datasets:
-        for elem in d.iterall():
-            vr = elem.VR
-            if vr == "SQ" or elem.value is None or elem.value == "":
+        stack.append(ds.file_meta)
+    while stack:
+        d = stack.pop()
+        for raw in d.elements():
+            tag = raw.tag
+            if tag.is_private:
                 continue
+            vr = element_vr(raw)
+            if vr == "SQ":
+                stack.extend(d[tag].value)
+                continue
+            keyword = keyword_for_tag(tag)
+            if not _is_identifying(keyword, vr):
+                continue
+            elem = d[tag]
             values = elem.value if elem.VM > 1 else [elem.value]
             for value in values:
-                text = str(value).strip()
+                text = "" if value is None else str(value).strip()
                 if not text:
                     continue
+                found.add(text)
                 if vr == "PN":
-                    found.add(text)
                     found.update(p for p in text.replace("=", "^").split("^") if p.strip())
-                elif vr == "UI":
-                    if not text.startswith(STANDARD_UID_ROOT) and not elem.keyword.endswith(NON_INSTANCE_UIDS):
-                        found.add(text)
-                elif vr in ("DA", "DT"):
-                    found.add(text)
-                    if vr == "DT":
-                        found.add(text[:8])
-                elif vr in TEXT_VRS and (
-                    elem.keyword.endswith(("ID", "IDs")) or any(p in elem.keyword for p in IDENTIFYING_KEYWORD_PARTS)
-                ):
-                    found.add(text)
+                elif vr == "DT":
+                    found.add(text[:8])
     return {v for v in found if len(v.strip()) >= MIN_PATTERN}
 
 
