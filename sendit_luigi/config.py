@@ -41,7 +41,7 @@ class sendit(luigi.Config):  # noqa: N801 - Luigi maps the class name to [sendit
     )
     compress_level = luigi.IntParameter(
         default=1,
-        description="gzip level of study tarballs: 1 is fast, 9 is small (pixel data gains little).",
+        description="gzip level of study tarballs, 0-3 (ISA-L): 1 is fast, 3 is a little smaller.",
     )
     skip_suffixes = luigi.Parameter(
         default=".tmp,part",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import gzip
+import io
 import mmap
 import tarfile
 from collections.abc import Callable, Iterable
@@ -27,7 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from isal.igzip import IGzipFile  # ISA-L gzip: ~5x zlib's speed, same format
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -154,7 +155,8 @@ class Recipe:
     # -- planning ---------------------------------------------------------
 
     def plan(self, ds: Dataset) -> list[tuple[Path_, str, str | None]]:
-        key = layout_key(ds)
+        """The ops for ``ds``; private elements are removed on the way (see ``prepare``)."""
+        key = prepare(ds, self.keep_private_creators)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._compile(ds)
@@ -194,7 +196,6 @@ class Recipe:
 
     def apply(self, ds: Dataset, ctx: Context) -> None:
         """De-identify ``ds`` in place."""
-        remove_private(ds, self.keep_private_creators)
         for path, action, value in self.plan(ds):
             parent = _parent(ds, path)
             tag = path[-1]
@@ -277,11 +278,12 @@ def _parent(ds: Dataset, path: Path_) -> Dataset | None:
     return parent
 
 
-def layout_key(ds: Dataset) -> tuple:
-    """What deid's field matching depends on: tags, VRs, sequence shapes, private creators.
+def prepare(ds: Dataset, keep_creators: frozenset[str] = frozenset()) -> tuple:
+    """Remove private elements (except allowed blocks) and return the header layout key, in one walk.
 
-    Elements are looked at without decoding their values (``Dataset.elements()``),
-    except sequences, which must be opened.
+    The key is what deid's field matching depends on: tags, VRs, sequence
+    shapes and private creators. Elements are looked at without decoding
+    their values, except sequences (which must be opened) and private creators.
     """
     out: list = []
     stack: list = [ds]
@@ -290,8 +292,11 @@ def layout_key(ds: Dataset) -> tuple:
         if d is None:
             out.append(None)
             continue
-        for raw in d.elements():
-            tag = raw.tag
+        # Dataset._dict holds the raw elements: no per-element decoding.
+        for tag, raw in list(d._dict.items()):
+            if tag.is_private and (not keep_creators or not _allowed(d, tag, keep_creators)):
+                del d[tag]
+                continue
             vr = element_vr(raw)
             if vr == "SQ":
                 seq = d[tag].value
@@ -306,23 +311,9 @@ def layout_key(ds: Dataset) -> tuple:
     return tuple(out)
 
 
-def remove_private(ds: Dataset, keep_creators: frozenset[str]) -> None:
-    """Remove private elements at every depth, except blocks of allowed creators.
-
-    Walks raw elements, so values are decoded only for sequences and, with an
-    allow-list, private creators.
-    """
-    stack = [ds]
-    while stack:
-        d = stack.pop()
-        for raw in list(d.elements()):
-            tag = raw.tag
-            if tag.is_private:
-                if not keep_creators or not _allowed(d, tag, keep_creators):
-                    del d[tag]
-                    continue
-            if element_vr(raw) == "SQ":
-                stack.extend(d[tag].value)
+def remove_private(ds: Dataset, keep_creators: frozenset[str] = frozenset()) -> None:
+    """Remove private elements at every depth, except blocks of allowed creators."""
+    prepare(ds, keep_creators)
 
 
 def _allowed(d: Dataset, tag, keep_creators: frozenset[str]) -> bool:
@@ -437,36 +428,73 @@ class PackResult:
     bytes_out: int
 
 
-def check_written(path: Path, ds: Dataset, leak: LeakCheck) -> str:
-    """Re-read a written file; return an error text, or '' when it is valid and clean."""
+def check_written(buf, ds: Dataset, leak: LeakCheck) -> str:
+    """Check written bytes; return an error text, or '' when they are valid and clean.
+
+    The file meta is read back (preamble, DICM marker, group 0002) and must
+    name the new instance; then every byte is scanned for the batch's
+    identifying values.
+    """
     try:
-        pydicom.dcmread(path, stop_before_pixels=True)
+        head = io.BytesIO(bytes(buf[:META_READ_LIMIT]))
+        pydicom.filereader.read_preamble(head, False)  # 128 bytes + "DICM", or it raises
+        meta = pydicom.filereader._read_file_meta_info(head)
+        if meta.MediaStorageSOPInstanceUID != ds.SOPInstanceUID:
+            raise ValueError("MediaStorageSOPInstanceUID does not name the instance")
     except Exception as exc:  # noqa: BLE001 - any failure means the output is unusable
         return f"the written file does not read back as DICOM ({describe(exc)})"
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        hits = leak.hits(buf, pixel_region(buf, ds))
+    hits = leak.hits(buf, pixel_region(buf, ds))
     if hits:
         return f"leak check failed: {hits} original identifying value(s) still in the written file; it was not packed"
     return ""
 
 
+META_READ_LIMIT = 64 * 1024  # the file meta group is a few hundred bytes
+IN_MEMORY_LIMIT = 256 * 1024 * 1024  # larger files are written to a scratch file and mapped
+
+
 SHARED_SKIP_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
 
 
-def header_summary(ds: Dataset, keys: Iterable[str] | None = None) -> dict[str, str]:
-    """Top-level, short, non-binary header values of a de-identified dataset.
-
-    With ``keys``, only those elements are looked at (decoding only them).
-    """
+def header_summary(ds: Dataset) -> dict[str, str]:
+    """Top-level, short, non-binary header values of a de-identified dataset."""
     out = {}
-    elements = (ds[k] for k in keys if k in ds) if keys is not None else iter(ds)
-    for elem in elements:
+    for elem in ds:
         if elem.VR in SHARED_SKIP_VRS or not elem.keyword or elem.tag.group == 0x7FE0:
             continue
         text = str(elem.value)
         if len(text) <= 256:
             out[elem.keyword] = text
     return out
+
+
+class SharedHeader:
+    """The header values every file of a study has in common, compared without decoding.
+
+    The first file is decoded once; later files are compared element by element
+    on their raw bytes (or values, where the recipe changed them).
+    """
+
+    def __init__(self) -> None:
+        self.summary: dict[str, str] | None = None
+        self.items: dict = {}
+
+    def add(self, ds: Dataset) -> None:
+        if self.summary is None:
+            self.summary = header_summary(ds)
+            self.items = {tag_for_keyword(k): _comparable(ds.get_item(tag_for_keyword(k))) for k in self.summary}
+            return
+        for tag, first in list(self.items.items()):
+            item = ds.get_item(tag)
+            if item is None or _comparable(item) != first:
+                del self.items[tag]
+                self.summary.pop(keyword_for_tag(tag), None)
+
+
+def _comparable(item):
+    if isinstance(item, pydicom.dataelem.RawDataElement):
+        return ("raw", item.VR, bytes(item.value or b"").rstrip(b" \0"))
+    return ("value", str(item.value))
 
 
 def pack_study(
@@ -491,11 +519,11 @@ def pack_study(
     records = []
     series: set[str] = set()
     names: set[str] = set()
-    shared: dict[str, str] | None = None
+    shared = SharedHeader()
     packed = 0
     try:
         with atomic_writer(tarball) as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compress_level) as gz:
+            with IGzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compress_level) as gz:
                 with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                     for entry in files:
                         record = {"path": entry["path"]}
@@ -506,28 +534,17 @@ def pack_study(
                             name = f"{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
                             if name in names:
                                 raise ValueError("another file in this batch has the same SOPInstanceUID; skipped")
-                            ds.save_as(scratch, enforce_file_format=True)
-                            problem = check_written(scratch, ds, leak)
-                            if problem:
-                                record["error"] = problem
-                                continue
-                            info = tarfile.TarInfo(name)
-                            info.size = scratch.stat().st_size
-                            info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
-                            with open(scratch, "rb") as fh:
-                                tar.addfile(info, fh)
+                            size = _write_checked(ds, leak, tar, name, scratch)
                             names.add(name)
                             series.add(str(ds.SeriesInstanceUID))
-                            if shared is None:
-                                shared = header_summary(ds)
-                            else:
-                                summary = header_summary(ds, list(shared))
-                                shared = {k: v for k, v in shared.items() if summary.get(k) == v}
+                            shared.add(ds)
                             record["output"] = name
-                            record["size_out"] = info.size
+                            record["size_out"] = size
                             packed += 1
                         except RecipeError:
                             raise
+                        except _Unclean as exc:
+                            record["error"] = str(exc)
                         except Exception as exc:  # noqa: BLE001 - a bad file is that file's error
                             record["error"] = describe(exc)
             if not packed:
@@ -540,9 +557,46 @@ def pack_study(
         files=records,
         packed=packed,
         series=series,
-        header=shared or {},
+        header=shared.summary or {},
         bytes_out=tarball.stat().st_size if packed else 0,
     )
+
+
+def _write_checked(ds: Dataset, leak: LeakCheck, tar: tarfile.TarFile, name: str, scratch: Path) -> int:
+    """Write ``ds``, check the bytes, and only then add them to ``tar``; return the size.
+
+    Files up to ``IN_MEMORY_LIMIT`` are written to memory; larger ones to
+    ``scratch``, which is memory-mapped for the check and streamed into the tar.
+    """
+    info = tarfile.TarInfo(name)
+    info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
+    pixels = ds.get_item(PIXEL_TAGS[0])
+    if pixels is None or len(pixels.value or b"") < IN_MEMORY_LIMIT:
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        data = out.getbuffer()
+        problem = check_written(data, ds, leak)
+        size = len(data)
+        data.release()
+        if problem:
+            raise _Unclean(problem)
+        info.size = size
+        out.seek(0)
+        tar.addfile(info, out)
+        return size
+    ds.save_as(scratch, enforce_file_format=True)
+    with open(scratch, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        problem = check_written(buf, ds, leak)
+    if problem:
+        raise _Unclean(problem)
+    info.size = scratch.stat().st_size
+    with open(scratch, "rb") as fh:
+        tar.addfile(info, fh)
+    return info.size
+
+
+class _Unclean(Exception):
+    """A written file failed its check; the message says why (never the values)."""
 
 
 class _NothingPacked(Exception):

@@ -112,9 +112,11 @@ def _is_identifying(keyword: str, vr: str) -> bool:
 def identifying_values(ds: Dataset) -> set[str]:
     """The values in ``ds`` that identify a person or a study, for the leak check.
 
-    Only the elements that can hold such values are decoded (names, dates,
-    UIDs, ids, addresses, at any depth, and the file meta); private elements
-    are skipped, as they are removed.
+    Only the elements that can hold such values are looked at (names, dates,
+    UIDs, ids, addresses, at any depth, and the file meta), and their raw bytes
+    are taken as they are in the file (as latin-1 text, which maps bytes 1:1),
+    since those are the bytes a leak would copy. Private elements are skipped:
+    they are removed.
     """
     found: set[str] = set()
     stack = [ds]
@@ -122,29 +124,38 @@ def identifying_values(ds: Dataset) -> set[str]:
         stack.append(ds.file_meta)
     while stack:
         d = stack.pop()
-        for raw in d.elements():
-            tag = raw.tag
+        # Dataset._dict holds the raw elements; going through it skips pydicom's
+        # per-element decoding, which is most of the cost here.
+        for tag, raw in list(d._dict.items()):
             if tag.is_private:
                 continue
             vr = element_vr(raw)
             if vr == "SQ":
                 stack.extend(d[tag].value)
                 continue
-            keyword = keyword_for_tag(tag)
-            if not _is_identifying(keyword, vr):
+            if not _is_identifying(keyword_for_tag(tag), vr):
                 continue
-            elem = d[tag]
-            values = elem.value if elem.VM > 1 else [elem.value]
-            for value in values:
-                text = "" if value is None else str(value).strip()
-                if not text:
-                    continue
+            for text in _texts(raw):
                 found.add(text)
                 if vr == "PN":
-                    found.update(p for p in text.replace("=", "^").split("^") if p.strip())
+                    found.update(p.strip() for p in text.replace("=", "^").split("^") if p.strip())
                 elif vr == "DT":
                     found.add(text[:8])
     return {v for v in found if len(v.strip()) >= MIN_PATTERN}
+
+
+def _texts(elem) -> list[str]:
+    """An element's values as text: raw bytes as latin-1, decoded values as str."""
+    value = elem.value
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        parts = value.decode("latin-1").split("\\")
+    elif isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        parts = [str(v) for v in value]
+    else:
+        parts = [str(value)]
+    return [p.strip(" \x00") for p in parts if p.strip(" \x00")]
 
 
 def extract_file(path: Path, quarantine: Callable[[Dataset], str] | None = None) -> tuple[dict, set[str]]:
