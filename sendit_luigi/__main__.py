@@ -106,7 +106,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     """Write the metrics CSV now (the pipeline writes it at the end of each run too)."""
-    out = Path(args.output) if args.output else metrics.metrics_path(config.sendit().work_path())
+    out = Path(args.output) if args.output else metrics.metrics_path(config.sendit.get().work_path())
     keys = batches.known_keys()
     write_bytes(out, metrics.render_csv(keys))
     print(f"{metrics.summary(metrics.frame(keys))}; written to {out}")

@@ -74,11 +74,11 @@ class Batch:
 
 
 def batch(key: str) -> Batch:
-    return Batch(key, config.sendit().work_path() / "batches" / key)
+    return Batch(key, config.sendit.get().work_path() / "batches" / key)
 
 
 def keyed() -> Keyed:
-    return Keyed(load_secret(config.sendit().secret_path()))
+    return Keyed(load_secret(config.sendit.get().secret_path()))
 
 
 def is_still_copying(name: str, suffixes: tuple[str, ...]) -> bool:
@@ -91,7 +91,7 @@ def discover() -> list[str]:
     The order is by key, so it says nothing about folder names and stays the
     same from run to run.
     """
-    cfg = config.sendit()
+    cfg = config.sendit.get()
     suffixes = cfg.suffixes()
     hasher = keyed()
     keys = set()
@@ -114,7 +114,7 @@ def discover() -> list[str]:
 
 def known_keys() -> list[str]:
     """Keys of every batch that has a work folder (discovered now or earlier)."""
-    root = config.sendit().work_path() / "batches"
+    root = config.sendit.get().work_path() / "batches"
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "source.json").exists())

@@ -16,7 +16,29 @@ from pathlib import Path
 import luigi
 
 
-class sendit(luigi.Config):  # noqa: N801 - Luigi maps the class name to [sendit]
+class Section(luigi.Config):
+    """A ``luigi.cfg`` section, read once per process through ``get()``.
+
+    Luigi re-reads every parameter from the config parser each time a Config
+    is instantiated; at tens of thousands of batches that was most of the
+    scheduling time.
+    """
+
+    _loaded: dict = {}
+
+    @classmethod
+    def get(cls):
+        if cls not in Section._loaded:
+            Section._loaded[cls] = cls()
+        return Section._loaded[cls]
+
+
+def reset() -> None:
+    """Forget the settings read so far (tests that switch configs in one process)."""
+    Section._loaded.clear()
+
+
+class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
     """Where batches come from and where the pipeline keeps its checkpoints."""
 
     input_folders = luigi.Parameter(
@@ -66,7 +88,7 @@ class sendit(luigi.Config):  # noqa: N801 - Luigi maps the class name to [sendit
         return tuple(s.strip() for s in self.skip_suffixes.split(",") if s.strip())
 
 
-class identifiers(luigi.Config):  # noqa: N801
+class identifiers(Section):  # noqa: N801
     """Which service hands out coded patient/study ids and date shifts."""
 
     backend = luigi.ChoiceParameter(choices=["local", "dasher"], default="local")
@@ -80,10 +102,10 @@ class identifiers(luigi.Config):  # noqa: N801
     )
 
     def vault_path(self) -> Path:
-        return Path(self.vault).expanduser() if self.vault else sendit().work_path() / "vault.sqlite"
+        return Path(self.vault).expanduser() if self.vault else sendit.get().work_path() / "vault.sqlite"
 
 
-class dasher(luigi.Config):  # noqa: N801 - Luigi maps the class name to [dasher]
+class dasher(Section):  # noqa: N801 - Luigi maps the class name to [dasher]
     """``[dasher]``: where DASHER is and how hard to try."""
 
     base_url = luigi.Parameter(default="https://api.rit.stanford.edu/identifiers/api")
@@ -96,7 +118,7 @@ class dasher(luigi.Config):  # noqa: N801 - Luigi maps the class name to [dasher
     backoff = luigi.FloatParameter(default=1.0, description="First wait between attempts; doubles each time.")
 
 
-class deid(luigi.Config):  # noqa: N801
+class deid(Section):  # noqa: N801
     """De-identification details that are not per-tag policy (that lives in the recipe)."""
 
     uid_root = luigi.Parameter(
@@ -120,7 +142,7 @@ class deid(luigi.Config):  # noqa: N801
         return frozenset(s.strip() for s in self.keep_private_creators.split(",") if s.strip())
 
 
-class storage(luigi.Config):  # noqa: N801
+class storage(Section):  # noqa: N801
     """Where finished studies go."""
 
     backend = luigi.ChoiceParameter(choices=["local", "gcs"], default="local")
@@ -159,7 +181,7 @@ class storage(luigi.Config):  # noqa: N801
         return self.dataset or self.collection
 
 
-class upload(luigi.Config):  # noqa: N801
+class upload(Section):  # noqa: N801
     """How the upload step is split."""
 
     workers = luigi.IntParameter(

@@ -128,8 +128,8 @@ def load_recipe(path: Path, keep_private_creators: frozenset[str], filters: tupl
 
 def recipe() -> Recipe:
     """The configured recipe."""
-    cfg = config.deid()
-    return load_recipe(config.sendit().recipe_path(), cfg.private_allow(), cfg.filters())
+    cfg = config.deid.get()
+    return load_recipe(config.sendit.get().recipe_path(), cfg.private_allow(), cfg.filters())
 
 
 @functools.lru_cache(maxsize=1)
@@ -168,13 +168,13 @@ def anonymize(b: Batch) -> dict:
 
 
 def _pack(b: Batch, headers: dict, ids: dict) -> dict:
-    cfg = config.sendit()
+    cfg = config.sendit.get()
     keyed = _keyed(cfg.secret_path())
     jitter = int(ids["jitter_days"])
     ctx = Context(
         variables={"patient_id": ids["patient"], "accession": ids["accession"], "jitter": jitter},
         jitter_days=jitter,
-        remap_uid=uid_remapper(keyed, config.deid().uid_root),
+        remap_uid=uid_remapper(keyed, config.deid.get().uid_root),
     )
     phi = headers["phi"]
     # An original date that equals some shifted date of this batch is no leak.

@@ -46,7 +46,7 @@ class BatchTask(luigi.Task):
 
     @property
     def max_batch_size(self) -> int:
-        return config.sendit().group_size
+        return config.sendit.get().group_size
 
     def batches(self) -> list[batches.Batch]:
         return [batches.batch(k) for k in self.key.split(",")]
@@ -157,7 +157,7 @@ class UploadAll(luigi.WrapperTask):
     """The upload, split into ``[upload] workers`` shards that Luigi runs in parallel."""
 
     def requires(self):
-        n = max(config.upload().workers, 1)
+        n = max(config.upload.get().workers, 1)
         return [UploadShard(shard=i, shards=n) for i in range(n)]
 
 
@@ -168,7 +168,7 @@ class ExportMetrics(luigi.Task):
         return UploadAll()
 
     def output(self):
-        return luigi.LocalTarget(str(metrics.metrics_path(config.sendit().work_path())))
+        return luigi.LocalTarget(str(metrics.metrics_path(config.sendit.get().work_path())))
 
     def rendered(self) -> bytes:
         return metrics.render_csv(ProcessBatches().keys())
@@ -181,7 +181,7 @@ class ExportMetrics(luigi.Task):
 
     def run(self):
         keys = ProcessBatches().keys()
-        write_bytes(metrics.metrics_path(config.sendit().work_path()), metrics.render_csv(keys))
+        write_bytes(metrics.metrics_path(config.sendit.get().work_path()), metrics.render_csv(keys))
         stages.log.info("metrics: %s", metrics.summary(metrics.frame(keys)))
 
 

@@ -44,7 +44,7 @@ class Identifiers:
 
 def get_backend():
     """The configured backend module's ``Backend()``: ``identifiers.<name>``."""
-    name = config.identifiers().backend
+    name = config.identifiers.get().backend
     return importlib.import_module(f"{__name__}.{name}").Backend()
 
 

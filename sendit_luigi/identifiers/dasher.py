@@ -132,7 +132,7 @@ class Backend:
     name = "dasher"
 
     def assign(self, requests_: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
-        cfg = config.dasher()
+        cfg = config.dasher.get()
         bodies, results = build_requests(requests_)
         if not bodies:
             return dict(results)

@@ -95,8 +95,8 @@ class Backend:
     name = "local"
 
     def assign(self, requests: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
-        cfg = config.identifiers()
-        keyed = Keyed(load_secret(config.sendit().secret_path()))
+        cfg = config.identifiers.get()
+        keyed = Keyed(load_secret(config.sendit.get().secret_path()))
         vault = Vault(cfg.vault_path(), keyed, cfg.max_jitter_days)
         results: dict[str, Identifiers | BatchError] = {}
         try:

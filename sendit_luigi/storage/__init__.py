@@ -37,18 +37,18 @@ COLUMNS = (
 
 def object_name(result: dict) -> str:
     """sendit's naming: Collection/<study>/Entity/<coded patient>/<patient>_<shifted date>_<accession>.tar.gz"""
-    collection = config.storage().collection
+    collection = config.storage.get().collection
     return f"Collection/{collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
 
 
 def get_store():
     """The configured backend module's ``Store()``: ``storage.<name>``."""
-    name = config.storage().backend
+    name = config.storage.get().backend
     return importlib.import_module(f"{__name__}.{name}").Store()
 
 
 def check_settings() -> None:
     """Raise ``ValueError`` naming a missing setting of the configured backend (before any work)."""
-    module = importlib.import_module(f"{__name__}.{config.storage().backend}")
+    module = importlib.import_module(f"{__name__}.{config.storage.get().backend}")
     if hasattr(module, "check_settings"):
-        module.check_settings(config.storage())
+        module.check_settings(config.storage.get())

@@ -83,7 +83,7 @@ class Store:
         from google.cloud.bigquery import DEFAULT_RETRY as BQ_RETRY
         from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
 
-        cfg = config.storage()
+        cfg = config.storage.get()
         check_settings(cfg)
         self.cfg = cfg
         credentials = None

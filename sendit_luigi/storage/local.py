@@ -34,7 +34,7 @@ class Store:
     """``[storage] backend = local``."""
 
     def __init__(self) -> None:
-        self.root = config.storage().local_path()
+        self.root = config.storage.get().local_path()
         self.table = self.root / "metadata.sqlite"
 
     def put_study(self, tarball: Path, result: dict) -> dict:

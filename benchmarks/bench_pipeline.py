@@ -1,0 +1,126 @@
+"""Benchmarks 2-5 and the DASHER grouping measurement, each with its baseline in the same run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import harness
+from .dataset import make_batches, make_multiframe_batch
+
+sys.path.insert(0, str(harness.REPO / "tests"))  # the loopback emulators and DASHER server
+
+
+def end_to_end(root: Path, batches: int, files: int) -> dict:
+    """Benchmark 2: ProcessAll on ``batches`` batches with --workers 1 and --workers 2."""
+    source = root / "input"
+    make_batches(source, batches, files, "small")
+    out = {"batches": batches, "files": batches * files}
+    for workers in (1, 2):
+        run_root = root / f"w{workers}"
+        run_root.mkdir()
+        (run_root / "input").symlink_to(source)
+        result = harness.luigi(run_root, workers=workers)
+        work = harness.stage_seconds(run_root)
+        out[f"wall_{workers}"] = result["wall"]
+        out[f"batches_s_{workers}"] = batches / result["wall"]
+        out[f"task_seconds_{workers}"] = work
+        out[f"overhead_{workers}"] = max(0.0, result["wall"] - work / workers) / result["wall"]
+    out["scaling"] = out["batches_s_2"] / out["batches_s_1"]
+    return out
+
+
+def scheduler_scale(root: Path, batches: int) -> dict:
+    """Benchmark 3: scheduling with everything to do (empty batches), then a no-op rerun."""
+    (root / "input").mkdir(parents=True)
+    for n in range(batches):
+        (root / "input" / f"EMPTY{n:06d}").mkdir()
+    first = harness.luigi(root, workers=1, extra={"sendit.group_size": "100"})
+    work = harness.stage_seconds(root)
+    again = harness.luigi(root, workers=1, extra={"sendit.group_size": "100"})
+    return {"batches": batches, "todo_wall": first["wall"], "todo_task_seconds": work,
+            "todo_overhead": max(0.0, first["wall"] - work) / first["wall"], "noop_wall": again["wall"]}
+
+
+def memory(root: Path, sizes_mb: tuple[int, ...] = (256, 2048), frames_per_file: int = 200) -> dict:
+    """Benchmark 4: peak RSS for batches of multi-frame files of growing total size."""
+    out = {}
+    for size in sizes_mb:
+        run_root = root / f"m{size}"
+        paths = make_multiframe_batch(run_root / "input" / "BIGSTUDY", size * 1024 * 1024, frames_per_file)
+        result = harness.luigi(run_root, workers=1)
+        out[size] = {"files": len(paths), "largest_mb": max(p.stat().st_size for p in paths) / 1e6,
+                     "total_mb": sum(p.stat().st_size for p in paths) / 1e6, "peak_rss_mb": result["peak_rss_mb"],
+                     "wall": result["wall"]}
+        shutil.rmtree(run_root)
+    return out
+
+
+def upload(root: Path, batches: int, files: int) -> dict:
+    """Benchmark 5: UploadAll to the GCS and BigQuery emulators with 1 and 10 parallel upload workers."""
+    from emulators import BigQueryEmulator, GcsEmulator
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    make_batches(root / "input", batches, files, "mixed")
+    harness.luigi(root, task="ProcessBatches", workers=2)
+    tarballs = list((root / "work" / "batches").rglob("study.tar.gz"))
+    megabytes = sum(p.stat().st_size for p in tarballs) / 1e6
+    gcs = GcsEmulator(root / "gcs").start()
+    bq = BigQueryEmulator(root / "bq").start()
+    out = {"batches": len(tarballs), "megabytes": megabytes}
+    try:
+        client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": gcs.endpoint})
+        for workers in (1, 10):
+            bucket = f"bench-{workers}"
+            client.create_bucket(bucket)
+            for marker in (root / "work" / "batches").rglob("uploaded.json"):
+                marker.unlink()
+            settings = {"storage.backend": "gcs", "storage.bucket": bucket, "storage.project": "test-project",
+                        "storage.collection": f"BENCH{workers}", "storage.gcs_endpoint": gcs.endpoint,
+                        "storage.bigquery_endpoint": bq.endpoint, "storage.credentials": "anonymous",
+                        "upload.workers": str(workers)}
+            result = harness.luigi(root, task="UploadAll", workers=workers, extra=settings)
+            out[f"wall_{workers}"] = result["wall"]
+            out[f"mb_s_{workers}"] = megabytes / result["wall"]
+            out[f"rows_s_{workers}"] = len(tarballs) / result["wall"]
+    finally:
+        gcs.stop()
+        bq.stop()
+    out["speedup"] = out["mb_s_10"] / out["mb_s_1"]
+    return out
+
+
+def dasher_grouping(root: Path, batches: int, latency: float = 0.05) -> dict:
+    """How long stage 2 takes with one DASHER request per batch versus one per group of 20."""
+    from dasher_server import DasherServer
+
+    make_batches(root / "input", batches, 1, "small")
+    out = {"batches": batches, "latency_ms": latency * 1000}
+    with DasherServer(latency=latency) as server:
+        secrets = server.write_secrets(root / "secrets.json")
+        for group in (1, 20):
+            run_root = root / f"g{group}"
+            run_root.mkdir()
+            (run_root / "input").symlink_to(root / "input")
+            settings = {"identifiers.backend": "dasher", "dasher.base_url": server.base,
+                        "dasher.secrets_file": str(secrets), "sendit.group_size": str(group)}
+            harness.luigi(run_root, task="ProcessBatches", workers=1, extra=settings)
+            sent = len(server.paths)
+            # a grouped call's timing is recorded on each batch of the group: count each call once
+            calls = {tuple(sorted(json.loads(p.read_text())["stage"].items()))
+                     for p in (run_root / "work" / "batches").rglob("identifiers.json")}
+            out[f"requests_{group}"] = sent - sum(v for k, v in out.items() if k.startswith("requests_"))
+            out[f"stage2_seconds_{group}"] = sum(dict(c)["seconds"] for c in calls)
+    out["speedup"] = out["stage2_seconds_1"] / out["stage2_seconds_20"]
+    return out
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start

@@ -1,0 +1,85 @@
+"""Running the real `luigi` command on benchmark data, with a config written for the run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+BASE = {
+    "sendit": {"group_size": "20"},
+    "identifiers": {"backend": "local"},
+    "storage": {"backend": "local", "collection": "BENCH"},
+    "upload": {"workers": "10"},
+    "core": {"autoload_range": "false"},
+    "execution_summary": {"summary_length": "0"},
+    "retcode": {"task_failed": "30", "scheduling_error": "35", "unhandled_exception": "40", "missing_data": "20"},
+}
+
+
+def write_cfg(root: Path, extra: dict | None = None) -> Path:
+    sections = {k: dict(v) for k, v in BASE.items()}
+    sections["sendit"].update(input_folders=str(root / "input"), work_dir=str(root / "work"))
+    sections["storage"].update(local_root=str(root / "bucket"))
+    for key, value in (extra or {}).items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = str(value)
+    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n"
+                   for s, items in sections.items())
+    path = root / "luigi.cfg"
+    path.write_text(text)
+    return path
+
+
+def luigi(root: Path, task: str = "ProcessAll", workers: int = 1, extra: dict | None = None) -> dict:
+    """Run the luigi command; return wall seconds, exit code, and the child's peak RSS (MB)."""
+    cfg = write_cfg(root, extra)
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, "--local-scheduler",
+               "--workers", str(workers), "--log-level", "WARNING"]
+    start = time.perf_counter()
+    # A wrapper process, so that its RUSAGE_CHILDREN is this one run's peak RSS alone.
+    proc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *command], cwd=root, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"luigi failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    peak_kb = int(proc.stdout.strip().splitlines()[-1])
+    return {"wall": wall, "code": proc.returncode, "peak_rss_mb": peak_kb / 1024, "output": proc.stderr}
+
+
+PEAK_WRAPPER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:], stdout=sys.stderr).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
+def stage_seconds(root: Path) -> float:
+    """Seconds of work recorded in the checkpoints: every stage of every batch.
+
+    Stage 2 runs once per group of batches and records that call on each batch
+    of the group, so each distinct call is counted once.
+    """
+    import json
+
+    total = 0.0
+    calls = set()
+    for folder in (root / "work" / "batches").iterdir():
+        for name in ("headers.json", "result.json", "uploaded.json", "identifiers.json"):
+            path = folder / name
+            if not path.exists():
+                continue
+            record = json.loads(path.read_text())
+            if name == "identifiers.json":
+                calls.add((record["stage"]["start"], record["stage"]["end"], record["stage"]["seconds"]))
+            elif name == "result.json":
+                total += record["stages"]["anonymize"]["seconds"]
+            else:
+                total += record["stage"]["seconds"]
+    return total + sum(c[2] for c in calls)
