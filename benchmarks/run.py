@@ -18,7 +18,7 @@ from pathlib import Path
 from . import bench_deid, bench_pipeline
 from .dataset import make_batches
 
-FULL = {"deid_files": 300, "naive_files": 60, "e2e_batches": 200, "e2e_files": 10, "scale": (1000, 10000),
+FULL = {"deid_files": 300, "naive_files": 60, "e2e_batches": 200, "e2e_files": 20, "scale": (1000, 10000),
         "memory_mb": (256, 2048), "upload_batches": 20, "upload_files": 10, "dasher_batches": 200}
 SMOKE = {"deid_files": 6, "naive_files": 2, "e2e_batches": 3, "e2e_files": 2, "scale": (20,),
          "memory_mb": (8,), "upload_batches": 2, "upload_files": 1, "dasher_batches": 3}

@@ -26,7 +26,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import ahocorasick_rs
 import pydicom
+from deid.config import DeidRecipe
+from deid.dicom import fields as deid_fields
+from deid.dicom.pixels.detect import has_burned_pixels
 from isal.igzip import IGzipFile  # ISA-L gzip: ~5x zlib's speed, same format
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -110,8 +114,6 @@ class Recipe:
         keep_private_creators: frozenset[str] = frozenset(),
         quarantine_filters: tuple[str, ...] = (),
     ):
-        from deid.config import DeidRecipe
-
         if not path.is_file():
             raise RecipeError(f"recipe file {path} does not exist ([sendit] recipe)")
         try:
@@ -142,8 +144,6 @@ class Recipe:
         """Why deid's header filter flags ``ds`` as likely to show PHI in its pixels ('' if clean)."""
         if not self._filter.deid["filter"]:
             return ""
-        from deid.dicom.pixels.detect import has_burned_pixels
-
         result = has_burned_pixels(ds, deid=self._filter)
         if not result["flagged"]:
             return ""
@@ -163,8 +163,6 @@ class Recipe:
         return plan
 
     def _compile(self, ds: Dataset) -> list[tuple[Path_, str, str | None]]:
-        from deid.dicom import fields as deid_fields
-
         contenders = deid_fields.get_fields_with_lookup(ds, skip=SKIP, expand_sequences=True)
         deid_fields._get_fields_inner.cache_clear()  # deid caches whole datasets forever
         chosen: dict[str, tuple[int, str, str | None]] = {}
@@ -354,8 +352,6 @@ class LeakCheck:
     """
 
     def __init__(self, values: Iterable[str], allowed: Iterable[str] = ()):
-        import ahocorasick_rs
-
         allowed = set(allowed)
         patterns = set()
         for value in values:

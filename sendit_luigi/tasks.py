@@ -32,6 +32,7 @@ from __future__ import annotations
 import luigi
 
 from . import batches, config, metrics, stages
+from .identifiers import backend_module
 from .storage import check_settings, get_store
 from .workdir import write_bytes
 
@@ -189,5 +190,18 @@ class ProcessAll(luigi.WrapperTask):
     """Everything: process all batches, upload them, export the metrics."""
 
     def requires(self):
-        check_settings()  # a missing storage setting stops the run now, not after hours of work
+        prepare_run()
         return ExportMetrics()
+
+
+def prepare_run() -> None:
+    """Check what can be checked before any work, and load what every task needs.
+
+    A missing storage setting or a broken recipe stops the run now, not after
+    hours of work. Loading the recipe and the backends here, in the scheduling
+    process, also means that task processes forked from it (``--workers`` > 1)
+    start warm instead of each importing and parsing them again.
+    """
+    check_settings()
+    backend_module()
+    stages.recipe()

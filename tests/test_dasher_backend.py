@@ -13,7 +13,7 @@ from dasher_server import DasherServer, jitter, suid
 
 @pytest.fixture
 def dasher(pipe: Pipeline, tmp_path):
-    with DasherServer(slow=2.0) as server:
+    with DasherServer(slow=6.0) as server:
         pipe.settings.update({
             "identifiers.backend": "dasher",
             "dasher.base_url": server.base,
@@ -21,7 +21,7 @@ def dasher(pipe: Pipeline, tmp_path):
             "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json")),
             "dasher.retries": "1",
             "dasher.backoff": "0.05",
-            "dasher.timeout": "1",
+            "dasher.timeout": "2.5",
         })
         yield pipe, server
 

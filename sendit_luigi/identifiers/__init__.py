@@ -42,10 +42,14 @@ class Identifiers:
         return asdict(self)
 
 
+def backend_module():
+    """The configured backend's module, ``identifiers.<name>``."""
+    return importlib.import_module(f"{__name__}.{config.identifiers.get().backend}")
+
+
 def get_backend():
-    """The configured backend module's ``Backend()``: ``identifiers.<name>``."""
-    name = config.identifiers.get().backend
-    return importlib.import_module(f"{__name__}.{name}").Backend()
+    """The configured backend module's ``Backend()``."""
+    return backend_module().Backend()
 
 
 __all__ = ["BatchError", "Identifiers", "StudyRequest", "get_backend"]

@@ -28,6 +28,11 @@ import hashlib
 import json
 from pathlib import Path
 
+from google.api_core import exceptions
+from google.cloud import bigquery, storage
+from google.cloud.bigquery import DEFAULT_RETRY as BQ_RETRY
+from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
+
 from .. import config
 from ..errors import BatchError
 from . import object_name
@@ -37,7 +42,7 @@ RESUMABLE_ABOVE = 8 * 1024 * 1024  # bytes; larger tarballs go up in resumable c
 
 def schema():
     """The typed BigQuery schema of the metadata table (sendit's `dicom` columns, plus counts)."""
-    from google.cloud.bigquery import SchemaField as F
+    F = bigquery.SchemaField
 
     return [
         F("storage_download", "STRING", description="gs:// address of the study tarball"),
@@ -79,10 +84,6 @@ class Store:
     """``[storage] backend = gcs``."""
 
     def __init__(self) -> None:
-        from google.cloud import bigquery, storage
-        from google.cloud.bigquery import DEFAULT_RETRY as BQ_RETRY
-        from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
-
         cfg = config.storage.get()
         check_settings(cfg)
         self.cfg = cfg
@@ -106,8 +107,6 @@ class Store:
     # -- the interface ------------------------------------------------------
 
     def put_study(self, tarball: Path, result: dict) -> dict:
-        from google.api_core import exceptions
-
         name = object_name(result)
         try:
             blob = self.put_object(tarball, name)
@@ -128,8 +127,6 @@ class Store:
 
     def put_object(self, tarball: Path, name: str):
         """Upload ``tarball`` as ``name`` unless an object with the same bytes is there already."""
-        from google.api_core import exceptions
-
         bucket = self.gcs.bucket(self.cfg.bucket)
         size = tarball.stat().st_size
         blob = bucket.blob(name, chunk_size=RESUMABLE_ABOVE if size > RESUMABLE_ABOVE else None)
@@ -156,8 +153,6 @@ class Store:
 
     def ensure_table(self) -> None:
         """Create the dataset and the table if they are missing (once per process)."""
-        from google.cloud import bigquery
-
         if self._table_ready:
             return
         dataset = bigquery.Dataset(f"{self.cfg.project}.{self.cfg.dataset_name()}")
@@ -167,8 +162,6 @@ class Store:
         self._table_ready = True
 
     def has_row(self, accession: str) -> bool:
-        from google.cloud import bigquery
-
         job = self.bq.query(
             f"SELECT COUNT(*) AS n FROM `{self.table_id}` WHERE CodedAccessionNumberID = @accession",
             job_config=bigquery.QueryJobConfig(
