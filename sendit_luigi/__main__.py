@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import batches, config, metrics
+from . import batches, cleanup, config, metrics
 from .workdir import write_bytes
 
 DEMO_CFG = """\
@@ -41,7 +41,7 @@ summary_length = 0
 [retcode]
 already_running = 10
 missing_data = 20
-not_run = 25
+not_run = 0
 task_failed = 30
 scheduling_error = 35
 unhandled_exception = 40
@@ -81,26 +81,53 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """A table of every known batch: key, status, files, errors, seconds."""
-    keys = batches.known_keys()
-    df = metrics.frame(keys)
-    if args.errors:
-        df = df[df["status"] == "error"]
-    if args.empty:
-        df = df[df["status"] == "empty"]
-    if args.show_errors:
+    """A table of every known batch: key, status, files, errors, seconds; or their error messages."""
+    df = metrics.frame(batches.known_keys())
+    if args.only:
+        df = df[df["status"] == args.only]
+    if args.errors:  # sendit's batch_logs: every batch's messages
+        df = df[(df["error"] != "") | (df["errors"] != "")]
         for _, row in df.iterrows():
-            if row["error"] or row["errors"]:
-                print(f"{row['batch']}  {row['status']}")
-                if row["error"]:
-                    print(f"    batch: {row['error']}")
-                for item in filter(None, row["errors"].split("; ")):
-                    print(f"    file:  {item}")
+            print(f"{row['batch']}  {row['status']}")
+            if row["error"]:
+                print(f"    batch: {row['error']}")
+            for item in filter(None, row["errors"].split("; ")):
+                print(f"    file:  {item}")
+        if df.empty:
+            print("no errors")
         return 0
     seconds = df[[c for c in df.columns if c.endswith("_seconds")]].fillna(0).sum(axis=1)
     table = df.assign(seconds=seconds.round(2))[["batch", "status", "files", "files_error", "seconds"]]
     print(table.to_string(index=False) if len(table) else "no batches")
-    print(metrics.summary(metrics.frame(keys)))
+    print(metrics.summary(df))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Charts of throughput, time per stage, sizes and errors, with GB/day and batches/hour."""
+    out = Path(args.output) if args.output else config.sendit.get().work_path()
+    png, page = metrics.report(batches.known_keys(), out)
+    figures = metrics.throughput(metrics.frame(batches.known_keys()))
+    print(f"{figures['gb_per_day']:.2f} GB/day, {figures['batches_per_hour']:.1f} batches/hour; wrote {page} and {png}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Remove work files of uploaded batches (and, when asked, their input folders)."""
+    plan = cleanup.plan(batches.known_keys(), args.delete_inputs)
+    if not plan:
+        print("nothing to clean up: no uploaded batch has work files left")
+        return 0
+    total = sum(item.bytes for item in plan)
+    for item in plan:
+        what = ", ".join(p.name for p in item.work_files)
+        if item.input_folder:
+            what += f"{', ' if what else ''}input folder ({item.input_files} files)"
+        print(f"{'would remove' if args.dry_run else 'removing'} {item.key}: {what}")
+    verb = "would free" if args.dry_run else "freed"
+    if not args.dry_run:
+        cleanup.apply(plan)
+    print(f"{len(plan)} batches, {verb} {total / 1e6:.1f} MB")
     return 0
 
 
@@ -134,10 +161,19 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample_data)
 
     s = sub.add_parser("status", help="per-batch status from the checkpoints (no scheduler needed)")
-    s.add_argument("--errors", action="store_true", help="only batches in error")
-    s.add_argument("--empty", action="store_true", help="only empty batches")
-    s.add_argument("--show-errors", action="store_true", help="list each batch's error messages")
+    s.add_argument("--only", choices=batches.STATUSES, help="only batches with this status")
+    s.add_argument("--errors", action="store_true", help="list each batch's error messages instead")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("report", help="HTML and PNG charts from the metrics (GB/day, batches/hour ...)")
+    s.add_argument("--output", help="folder for report.html and report.png (default: the work dir)")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("cleanup", help="remove the work files of batches that finished uploading")
+    s.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    s.add_argument("--delete-inputs", action="store_true",
+                   help="also delete the input folders of uploaded batches (never of any other batch)")
+    s.set_defaults(func=cmd_cleanup)
 
     s = sub.add_parser("metrics", help="write the metrics CSV now")
     s.add_argument("--output", help="default: <work_dir>/metrics.csv")

@@ -502,6 +502,7 @@ def pack_study(
     tarball: Path,
     scratch: Path,
     compress_level: int = 1,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> PackResult:
     """De-identify ``files`` of ``folder`` into the tarball at ``tarball``.
 
@@ -510,7 +511,8 @@ def pack_study(
     file at a time. A file that fails any step gets an ``error`` in its record
     and is not packed. The tarball appears (atomically) only if at least one file
     was packed. Its bytes depend only on the inputs: members are sorted, and
-    times and owners are fixed.
+    times and owners are fixed. ``progress`` is told (files done, files in
+    all, errors so far) after each file.
     """
     records = []
     series: set[str] = set()
@@ -543,6 +545,8 @@ def pack_study(
                             record["error"] = str(exc)
                         except Exception as exc:  # noqa: BLE001 - a bad file is that file's error
                             record["error"] = describe(exc)
+                        if progress is not None:
+                            progress(len(records), len(files), len(records) - packed)
             if not packed:
                 raise _NothingPacked
     except _NothingPacked:

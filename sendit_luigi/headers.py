@@ -174,13 +174,18 @@ def extract_file(path: Path, quarantine: Callable[[Dataset], str] | None = None)
     return record, identifying_values(ds)
 
 
-def extract_headers(folder: Path, quarantine: Callable[[Dataset], str] | None = None) -> dict:
+def extract_headers(
+    folder: Path,
+    quarantine: Callable[[Dataset], str] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> dict:
     """Stage 1 for one batch folder: the headers checkpoint as a dict.
 
     Never raises for bad files: each one gets an ``error`` in its record. A
     batch that is empty or has no readable DICOM file gets a batch ``error``
     (status ``empty`` or ``error``). ``quarantine`` says why a file's pixels
-    may show PHI; such a file is marked and will not be packed.
+    may show PHI; such a file is marked and will not be packed. ``progress``
+    is told (files done, files in all, errors so far) as files are read.
     """
     start = time.time()
     files: list[dict] = []
@@ -206,6 +211,8 @@ def extract_headers(folder: Path, quarantine: Callable[[Dataset], str] | None = 
         except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
             entry["error"] = describe(exc)
         files.append(entry)
+        if progress is not None:
+            progress(len(files), len(paths), sum("error" in f for f in files))
     phi.add(folder.name)
 
     for entry in files:

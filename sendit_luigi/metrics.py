@@ -84,3 +84,62 @@ def summary(df: pd.DataFrame) -> str:
 
 def metrics_path(work_dir: Path) -> Path:
     return work_dir / "metrics.csv"
+
+
+def throughput(df: pd.DataFrame) -> dict[str, float]:
+    """sendit's figures: GB a day and batches an hour, over the span the batches were processed in."""
+    done = df[df["anonymize_end"].notna()]
+    if done.empty:
+        return {"batches": 0, "gigabytes": 0.0, "hours": 0.0, "gb_per_day": 0.0, "batches_per_hour": 0.0}
+    span = max(float(done["anonymize_end"].max() - done["headers_start"].min()), 1e-9)
+    gigabytes = float(done["bytes_in"].sum()) / 1e9
+    return {
+        "batches": len(done),
+        "gigabytes": gigabytes,
+        "hours": span / 3600,
+        "gb_per_day": gigabytes / span * 86400,
+        "batches_per_hour": len(done) / span * 3600,
+    }
+
+
+def report(keys: list[str], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``report.png`` and ``report.html`` (with the PNG inside) from the metrics; return both paths."""
+    import base64
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = frame(keys)
+    figures = throughput(df)
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
+    done = df[df["anonymize_end"].notna()].sort_values("anonymize_end")
+    if not done.empty:
+        t0 = done["headers_start"].min()
+        hours = (done["anonymize_end"] - t0) / 3600
+        ax[0, 0].plot(hours, done["bytes_in"].cumsum() / 1e9, drawstyle="steps-post")
+    ax[0, 0].set(title="Throughput", xlabel="hours since the first batch started", ylabel="GB processed")
+    stage_means = [df[f"{s}_seconds"].mean() for s in STAGES]
+    ax[0, 1].bar(STAGES, [0 if pd.isna(v) else v for v in stage_means])
+    ax[0, 1].set(title="Time per stage (mean per batch)", ylabel="seconds")
+    ax[1, 0].hist(df["bytes_in"] / 1e6, bins=20)
+    ax[1, 0].set(title="Batch sizes", xlabel="MB in", ylabel="batches")
+    counts = df["status"].value_counts()
+    ax[1, 1].bar(list(counts.index) + ["file errors"], list(counts.values) + [int(df["files_error"].sum())])
+    ax[1, 1].set(title="Batches by status; file errors", ylabel="count")
+    fig.suptitle(f"sendit-luigi: {figures['gb_per_day']:.2f} GB/day, {figures['batches_per_hour']:.1f} batches/hour")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "report.png"
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:,.2f}</td></tr>" for k, v in figures.items())
+    image = base64.b64encode(png.read_bytes()).decode()
+    page = (f"<!doctype html><meta charset=utf-8><title>sendit-luigi report</title>"
+            f"<h1>sendit-luigi report</h1><p>{html.escape(summary(df))}</p><table>{rows}</table>"
+            f"<img alt='metrics' src='data:image/png;base64,{image}'>")
+    page_path = out_dir / "report.html"
+    page_path.write_text(page)
+    return png, page_path

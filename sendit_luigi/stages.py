@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import config
@@ -34,6 +35,8 @@ log = logging.getLogger("sendit_luigi")
 
 DATE_FIELDS = ("study_date", "series_date", "content_date", "acquisition_date")
 
+Progress = Callable[[int, int, int], None]  # (files done, files in all, errors so far)
+
 
 def _timing(start: float) -> dict:
     end = time.time()
@@ -43,10 +46,10 @@ def _timing(start: float) -> dict:
 # -- stage 1 -----------------------------------------------------------------
 
 
-def extract(b: Batch) -> dict:
+def extract(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     sweep_temporaries(b.dir)
-    headers = extract_headers(b.folder(), recipe().quarantine_reason)
+    headers = extract_headers(b.folder(), recipe().quarantine_reason, progress)
     write_json(b.headers_file, headers)
     good = sum("error" not in f for f in headers["files"])
     log.info("batch %s: headers read, %d of %d files readable", b.key, good, len(headers["files"]))
@@ -137,7 +140,7 @@ def _keyed(secret_path: Path) -> Keyed:
     return Keyed(load_secret(secret_path))
 
 
-def anonymize(b: Batch) -> dict:
+def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
     start = time.time()
     sweep_temporaries(b.dir)
@@ -157,7 +160,7 @@ def anonymize(b: Batch) -> dict:
     elif ids["status"] != "ok":
         result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False), at=time.time())
     else:
-        result.update(_pack(b, headers, ids))
+        result.update(_pack(b, headers, ids, progress))
     result["files_error"] = len(result["errors"])
     result["stages"]["anonymize"] = _timing(start)
     if result["status"] != "done":
@@ -167,7 +170,7 @@ def anonymize(b: Batch) -> dict:
     return result
 
 
-def _pack(b: Batch, headers: dict, ids: dict) -> dict:
+def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict:
     cfg = config.sendit.get()
     keyed = _keyed(cfg.secret_path())
     jitter = int(ids["jitter_days"])
@@ -187,7 +190,8 @@ def _pack(b: Batch, headers: dict, ids: dict) -> dict:
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
     if not good:
         return {"status": "error", "error": "every readable file is quarantined; nothing to pack"}
-    packed = pack_study(folder, good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level)
+    packed = pack_study(folder, good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level,
+                        progress)
     errors = [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f]
     errors += [
         {"file": r["path"], "error": redact(r["error"], str(folder), phi)} for r in packed.files if "error" in r

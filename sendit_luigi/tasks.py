@@ -29,6 +29,8 @@ tries those batches again.
 
 from __future__ import annotations
 
+import time
+
 import luigi
 
 from . import batches, config, metrics, stages
@@ -52,9 +54,25 @@ class BatchTask(luigi.Task):
     def batches(self) -> list[batches.Batch]:
         return [batches.batch(k) for k in self.key.split(",")]
 
-    def progress(self, done: int, total: int, what: str) -> None:
-        self.set_status_message(f"{what}: {done}/{total} batches")
-        self.set_progress_percentage(round(100 * done / max(total, 1)))
+    def reporter(self, stage: str, index: int, total: int):
+        """A per-file progress callback for batch ``index`` of this group, shown in luigid.
+
+        Only counts and the pseudonymous key appear; at most two messages a second.
+        """
+        last = [0.0]
+        key = self.batches()[index].key
+
+        def report(done: int, files: int, errors: int) -> None:
+            now = time.monotonic()
+            if done < files and now - last[0] < 0.5:
+                return
+            last[0] = now
+            self.set_status_message(f"{stage}: batch {index + 1}/{total} ({key}): "
+                                    f"{done}/{files} files, {errors} errors")
+            share = (index + (done / files if files else 1)) / max(total, 1)
+            self.set_progress_percentage(round(100 * share))
+
+        return report
 
 
 class ExtractHeaders(BatchTask):
@@ -66,8 +84,7 @@ class ExtractHeaders(BatchTask):
     def run(self):
         group = self.batches()
         for i, b in enumerate(group):
-            stages.extract(b)
-            self.progress(i + 1, len(group), "reading headers")
+            stages.extract(b, self.reporter("reading headers", i, len(group)))
 
 
 class GetIdentifiers(BatchTask):
@@ -85,6 +102,7 @@ class GetIdentifiers(BatchTask):
     def run(self):
         self.set_status_message(f"asking the identifiers backend for {len(self.batches())} batches")
         stages.assign(self.batches())
+        self.set_progress_percentage(100)
 
 
 class Anonymize(BatchTask):
@@ -102,9 +120,7 @@ class Anonymize(BatchTask):
     def run(self):
         group = self.batches()
         for i, b in enumerate(group):
-            self.progress(i, len(group), "de-identifying")
-            stages.anonymize(b)
-        self.progress(len(group), len(group), "de-identifying")
+            stages.anonymize(b, self.reporter("de-identifying", i, len(group)))
 
 
 class ProcessBatches(luigi.WrapperTask):
@@ -143,13 +159,15 @@ class UploadShard(luigi.Task):
         store = get_store()
         failed = []
         for i, b in enumerate(todo):
-            self.set_status_message(f"uploading: {i}/{len(todo)} batches")
+            self.set_status_message(f"uploading: {i}/{len(todo)} batches done, {len(failed)} failed")
             self.set_progress_percentage(round(100 * i / max(len(todo), 1)))
             try:
                 stages.upload(b, store)
             except Exception as exc:  # noqa: BLE001 - record, go on with the shard, fail at the end
                 failed.append(b.key)
                 stages.log.error("batch %s: upload failed: %s", b.key, stages.redact(str(exc)))
+        self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
+        self.set_progress_percentage(100)
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry")
 
@@ -183,7 +201,10 @@ class ExportMetrics(luigi.Task):
     def run(self):
         keys = ProcessBatches().keys()
         write_bytes(metrics.metrics_path(config.sendit.get().work_path()), metrics.render_csv(keys))
-        stages.log.info("metrics: %s", metrics.summary(metrics.frame(keys)))
+        summary = metrics.summary(metrics.frame(keys))
+        self.set_status_message(summary)
+        self.set_progress_percentage(100)
+        stages.log.info("metrics: %s", summary)
 
 
 class ProcessAll(luigi.WrapperTask):

@@ -98,7 +98,7 @@ class Pipeline:
             "retcode": {
                 "already_running": "10",
                 "missing_data": "20",
-                "not_run": "25",
+                "not_run": "0",
                 "task_failed": "30",
                 "scheduling_error": "35",
                 "unhandled_exception": "40",
@@ -117,13 +117,25 @@ class Pipeline:
         env = dict(os.environ, LUIGI_CONFIG_PATH=str(self.cfg), PYTHONPATH=str(REPO))
         return env
 
-    def run(self, *extra: str, workers: int = 2, task: str = "ProcessAll", timeout: int = 300) -> Run:
+    def command(self, *extra: str, workers: int = 2, task: str = "ProcessAll", scheduler_port: int | None = None):
         self.write_cfg()
         self.input.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, "--local-scheduler",
-                   "--workers", str(workers), *extra]
+        where = ["--local-scheduler"] if scheduler_port is None else [
+            "--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler_port)]
+        return [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, *where,
+                "--workers", str(workers), *extra]
+
+    def run(self, *extra: str, workers: int = 2, task: str = "ProcessAll", timeout: int = 300,
+            scheduler_port: int | None = None) -> Run:
+        command = self.command(*extra, workers=workers, task=task, scheduler_port=scheduler_port)
         proc = subprocess.run(command, cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=timeout)
         return Run(proc.returncode, proc.stdout + proc.stderr)
+
+    def start(self, *extra: str, workers: int = 1, scheduler_port: int | None = None) -> subprocess.Popen:
+        """Start ProcessAll in the background (output to a log file in the project folder)."""
+        command = self.command(*extra, workers=workers, scheduler_port=scheduler_port)
+        log = open(self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log", "w")
+        return subprocess.Popen(command, cwd=self.root, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         self.write_cfg()
@@ -229,3 +241,54 @@ def configured(pipe: Pipeline, monkeypatch):
     luigi.task_register.Register.clear_instance_cache()
     config.reset()
     stages._keyed.cache_clear()
+
+
+class Luigid:
+    """A real luigid on 127.0.0.1 with a free port, state and logs in a temp folder."""
+
+    def __init__(self, root: Path):
+        from emulators import free_port, wait_http
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = root / "luigid.cfg"
+        cfg.write_text("[scheduler]\nremove_delay = 86400\nrecord_task_history = false\n")
+        self.log = root / "luigid.out"
+        (root / "luigid-logs").mkdir()  # luigid does not create its log folder
+        env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "luigid"), "--address", "127.0.0.1", "--port", str(self.port),
+                 "--state-path", str(root / "luigid.state"), "--logdir", str(root / "luigid-logs")],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_http(f"{self.url}/api/task_list", self.proc, self.log)
+
+    def api(self, method: str, **data) -> dict:
+        import json
+
+        return json.loads(self.raw(f"/api/{method}", **data))["response"]
+
+    def raw(self, path: str, **data) -> str:
+        """The text luigid answers at ``path`` (with ``data`` as its JSON query)."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        query = "?" + urllib.parse.urlencode({"data": json.dumps(data)}) if data else ""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"{self.url}{path}{query}", timeout=10) as reply:
+            return reply.read().decode()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def luigid(tmp_path_factory):
+    server = Luigid(tmp_path_factory.mktemp("luigid"))
+    yield server
+    server.stop()

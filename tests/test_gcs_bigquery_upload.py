@@ -110,7 +110,7 @@ def test_an_upload_that_fails_half_way_resumes_with_nothing_lost_or_doubled(gcs_
     assert failed.code != 0
     assert len(c.blobs()) == 3
     assert all(not (d / "uploaded.json").exists() for d in pipe.batch_dirs().values())
-    assert "upload failed" in pipe.cli("status", "--show-errors").stdout + " ".join(
+    assert "upload failed" in pipe.cli("status", "--errors").stdout + " ".join(
         json.loads((d / "upload_error.json").read_text())["error"] for d in pipe.batch_dirs().values())
     generations = {n: b.generation for n, b in c.blobs().items()}
     resumed = pipe.run()

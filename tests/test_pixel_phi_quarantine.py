@@ -34,7 +34,7 @@ def test_a_burned_in_annotation_image_is_quarantined_and_the_rest_uploaded(pipe)
     packed = datasets(pipe.tarballs()[0])
     assert len(packed) == 2
     assert all(ds.Modality != "US" for ds in packed.values())
-    assert "quarantined" in pipe.cli("status", "--show-errors").stdout
+    assert "quarantined" in pipe.cli("status", "--errors").stdout
 
 
 def test_the_optional_non_axial_rule_quarantines_scouts(pipe):

@@ -203,7 +203,7 @@ def test_status_command_lists_batches_and_errors(archive):
     pipe, _, _ = archive
     out = pipe.cli("status").stdout
     assert "uploaded" in out and "empty" in out
-    errors = pipe.cli("status", "--show-errors").stdout
+    errors = pipe.cli("status", "--errors").stdout
     assert "corrupt.dcm" in errors and "no files" in errors
     for value in OTHER.phi():
         assert value not in out + errors

@@ -1,0 +1,144 @@
+"""Scenario: running a job for real: luigid progress, several worker processes, status, report, cleanup, compose."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import time
+
+import yaml
+
+from conftest import REPO, Pipeline, make_study, tree_digest
+
+
+def add_studies(pipe: Pipeline, count: int, files: int):
+    studies = [make_study(n) for n in range(1, count + 1)]
+    for study in studies:
+        pipe.add(study, files=files, nested=False)
+    return studies
+
+
+def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
+    studies = add_studies(pipe, 4, 24)
+    pipe.settings["sendit.group_size"] = "2"
+    process = pipe.start(workers=2, scheduler_port=luigid.port)
+    replies, messages, progress = [], set(), set()
+    while process.poll() is None:
+        for status in ("RUNNING", "DONE"):
+            text = luigid.raw("/api/task_list", status=status, search="")
+            replies.append(text)
+            for task in json.loads(text)["response"].values():
+                if task.get("status_message"):
+                    messages.add(task["status_message"])
+                if task.get("progress_percentage") is not None:
+                    progress.add(task["progress_percentage"])
+        time.sleep(0.05)
+    assert process.returncode == 0, (pipe.root / "run-0.log").read_text()[-3000:]
+    done = luigid.api("task_list", status="DONE", search="")
+    families = {task["name"] for task in done.values()}
+    assert {"ProcessAll", "ExportMetrics", "UploadAll", "Anonymize", "ExtractHeaders"} <= families
+    assert any(re.search(r"de-identifying: batch \d+/\d+ \(\w+\): \d+/24 files, 0 errors", m) for m in messages)
+    assert any(m.startswith("uploading:") for m in messages)
+    assert any(0 < p < 100 for p in progress) and 100 in progress
+    planted = [value for s in studies for value in s.phi()]
+    pages = [luigid.raw("/api/task_search", task_str="A"), luigid.raw("/api/worker_list"),
+             luigid.raw("/static/visualiser/index.html")]
+    for text in replies + pages + [json.dumps(done)]:
+        for value in planted:
+            assert value not in text
+
+
+def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe, luigid):
+    add_studies(pipe, 8, 6)
+    pipe.settings["sendit.group_size"] = "1"
+    pipe.settings["retcode.already_running"] = "0"  # as in docker/luigi.cfg: sharing the work is normal
+    # On one host, a second luigi process needs --no-lock (Luigi's per-host lock); on two hosts it does not.
+    first = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
+    second = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
+    assert first.wait(300) == 0 and second.wait(300) == 0
+    ran = []  # per worker process: the batch keys whose Anonymize it ran
+    for log in sorted(pipe.root.glob("run-*.log")):
+        found = re.findall(r"\) done +Anonymize\(key=([0-9a-f,]+)\)", log.read_text())
+        keys = [k for group in found for k in group.split(",")]
+        assert len(keys) == len(set(keys))  # never twice within one worker either
+        ran.append(set(keys))
+    assert ran[0] and ran[1], "both workers should have done part of the work"
+    assert not ran[0] & ran[1]
+    assert ran[0] | ran[1] == {d.name for d in pipe.batch_dirs().values()}
+    assert len(pipe.tarballs()) == 8 and len(pipe.rows()) == 8
+
+
+def test_status_lists_batches_and_filters_by_status(pipe):
+    add_studies(pipe, 2, 2)
+    (pipe.input / "ACCN00000").mkdir()
+    assert pipe.run().code == 0
+    table = pipe.cli("status").stdout
+    assert table.count("uploaded") >= 2 and "empty" in table and "3 batches" in table
+    only = pipe.cli("status", "--only", "empty").stdout
+    assert "empty" in only and "uploaded" not in only.split("\n")[1]
+    assert "batch: the batch folder has no files" in pipe.cli("status", "--errors").stdout
+    assert pipe.cli("--help").returncode == 0 and "cleanup" in pipe.cli("--help").stdout
+
+
+def test_the_report_shows_throughput_stages_sizes_and_errors(pipe):
+    studies = add_studies(pipe, 3, 3)
+    assert pipe.run().code == 0
+    out = pipe.cli("report")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"[\d.]+ GB/day, [\d.]+ batches/hour", out.stdout)
+    png, page = pipe.work / "report.png", pipe.work / "report.html"
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    text = page.read_text()
+    assert "gb_per_day" in text and "batches_per_hour" in text and "data:image/png;base64," in text
+    for value in (v for s in studies for v in s.phi()):
+        assert value not in text
+
+
+def test_cleanup_removes_work_files_of_uploaded_batches_only_and_inputs_only_when_asked(pipe):
+    add_studies(pipe, 2, 2)
+    broken = pipe.input / "ACCN49999"
+    broken.mkdir()
+    (broken / "junk").write_text("not dicom")
+    assert pipe.run().code == 0
+    inputs = tree_digest(pipe.input)
+    dry = pipe.cli("cleanup", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("would remove") == 2
+    assert all((d / "headers.json").exists() for d in pipe.batch_dirs().values())
+
+    assert pipe.cli("cleanup").returncode == 0
+    dirs = pipe.batch_dirs()
+    for name, d in dirs.items():
+        uploaded = name != "ACCN49999"
+        assert (d / "headers.json").exists() != uploaded
+        assert (d / "study.tar.gz").exists() is False or not uploaded
+        assert (d / "result.json").exists()
+    assert tree_digest(pipe.input) == inputs  # inputs untouched without the flag
+    again = pipe.run()
+    assert again.code == 0 and "ran successfully" not in again.output
+    assert "3 batches: 1 error, 2 uploaded" in pipe.cli("status").stdout
+
+    assert pipe.cli("cleanup", "--delete-inputs").returncode == 0
+    assert sorted(p.name for p in pipe.input.iterdir()) == ["ACCN49999"]  # the errored batch stays
+
+
+def test_compose_services_commands_and_volumes_line_up_with_the_config():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "docker" / "luigi.cfg")
+    scheduler, worker = compose["services"]["scheduler"], compose["services"]["worker"]
+    port = cfg["core"]["scheduler_port"]
+    assert scheduler["command"][0] == "luigid" and port in scheduler["command"]
+    assert scheduler["ports"] == [f"127.0.0.1:{port}:{port}"]  # the visualizer only on loopback
+    assert cfg["core"]["scheduler_host"] == "scheduler"
+    command = worker["command"]
+    assert command[:4] == ["luigi", "--module", "sendit_luigi", "ProcessAll"]
+    assert command[command.index("--scheduler-host") + 1] == "scheduler"
+    mounts = {v.split(":")[1]: v for v in worker["volumes"]}
+    for path in (cfg["sendit"]["input_folders"], cfg["sendit"]["work_dir"], cfg["storage"]["local_root"]):
+        assert path in mounts, f"{path} is not mounted into the worker"
+    assert mounts[cfg["sendit"]["input_folders"]].endswith(":ro")  # the input is never written
+    assert worker["environment"]["LUIGI_CONFIG_PATH"] == "/app/luigi.cfg"
+    assert "COPY docker/luigi.cfg /app/luigi.cfg" in (REPO / "Dockerfile").read_text()
+    state = cfg["scheduler"]["state_path"]
+    assert any(v.endswith(":" + state.rsplit("/", 1)[0]) for v in scheduler["volumes"])
