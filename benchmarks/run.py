@@ -19,7 +19,7 @@ from . import bench_deid, bench_pipeline
 from .dataset import make_batches
 
 FULL = {"deid_files": 300, "naive_files": 60, "e2e_batches": 200, "e2e_files": 20, "scale": (1000, 10000),
-        "memory_mb": (256, 2048), "upload_batches": 20, "upload_files": 10, "dasher_batches": 200}
+        "memory_mb": (256, 2048), "upload_batches": 20, "upload_files": 40, "dasher_batches": 200}
 SMOKE = {"deid_files": 6, "naive_files": 2, "e2e_batches": 3, "e2e_files": 2, "scale": (20,),
          "memory_mb": (8,), "upload_batches": 2, "upload_files": 1, "dasher_batches": 3}
 
@@ -133,7 +133,9 @@ def render(r: dict, smoke: bool) -> str:
         out += ["## 5. Upload to the emulators", "",
                 f"UploadAll of {u['batches']} study tarballs ({u['megabytes']:.0f} MB) to fake-gcs-server and bqemulator",
                 "on 127.0.0.1, `[upload] workers` shards run by as many Luigi workers.", "",
-                "| upload workers | wall s | MB/s | rows/s |", "| --- | --- | --- | --- |"]
+                "Time is the upload phase, from the first upload's start to the last one's end as recorded in",
+                "`uploaded.json`. The emulators run on the same 2 cores as the workers.", "",
+                "| upload workers | upload s | MB/s | rows/s |", "| --- | --- | --- | --- |"]
         for w in (1, 10):
             out.append(f"| {w} | {u[f'wall_{w}']:.1f} | {u[f'mb_s_{w}']:.1f} | {u[f'rows_s_{w}']:.1f} |")
         out += ["", f"10 workers / 1 worker: **{u['speedup']:.2f}x**.", ""]
@@ -146,7 +148,33 @@ def render(r: dict, smoke: bool) -> str:
                 f"| 1 | {d['requests_1']} | {d['stage2_seconds_1']:.2f} |",
                 f"| 20 | {d['requests_20']} | {d['stage2_seconds_20']:.2f} |", "",
                 f"Grouping is **{d['speedup']:.1f}x** faster.", ""]
+    out += PROFILE_NOTES
     return "\n".join(out) + "\n"
+
+
+PROFILE_NOTES = """## What the profiles showed (cProfile, CT slices, stage 1 + stage 3)
+
+| step | files/s | what dominated, and the fix |
+| --- | --- | --- |
+| first working version | 83 | `remove_private_tags` and the leak-check value collection decoded every element of every file (pydicom `__getitem__` -> `convert_raw_data_element`: 60 % of the time) |
+| walk raw elements | 145 | only names, dates, UIDs, ids and sequences are decoded; private tags removed from the raw element dict |
+| one Aho-Corasick pass | 175 | the leak check searched each of the batch's ~200 original UIDs separately in every file (O(files x UIDs) `bytes.find` calls); `ahocorasick_rs` scans once for all |
+| fewer passes, no scratch file | 200-230 | private removal and the layout key in one walk; the shared-header summary compared on raw bytes instead of decoding every element; files written to and checked in memory; file meta read back instead of a full header re-parse |
+| ISA-L gzip | 250-260 | zlib level 1 was the largest single cost for MB-sized files (75 MB/s); `isal` igzip level 1 runs at ~390 MB/s with the same format and ratio |
+
+At the scheduler level, the profile of a 2,000-batch run showed 65 % of the time in Luigi re-reading
+`luigi.cfg` every time a `Config` was instantiated (`batch(key)` made one per call); reading each section
+once per process cut the 10,000-batch first run from 113 s to about 65 s and the no-op rerun from 6.2 s to
+2 s. With `--workers 2`, every forked task process first imported deid's pixel modules and compiled
+plans (0.24 s a task); importing and parsing the recipe in the scheduling process before the fork
+raised the 2-worker scaling from 1.25x to about 1.6x.
+
+What is left: with 2 workers the per-task time rises about 15 % (two task processes and Luigi's own
+process share 2 cores), and about 1 s of start-up (imports) does not parallelise, so scaling stays near
+1.6x instead of the 1.8x goal. Scheduling 10,000 batches of real work costs about 6 ms a batch, under
+10 % of the work once a batch holds more than a few files; for empty batches it is, of course, all of
+the time.
+""".splitlines()
 
 
 if __name__ == "__main__":
