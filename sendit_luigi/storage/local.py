@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import time
@@ -56,7 +55,9 @@ class Store:
                 return md5
             raise BatchError(f"{target.name} already exists in storage with different bytes; not overwritten")
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        # One name per object: only one worker uploads a batch at a time, and a copy
+        # left by a killed run is simply overwritten by the next attempt.
+        tmp = target.with_name(f".{target.name}.part")
         shutil.copyfile(source, tmp)
         try:
             os.link(tmp, target)  # fails if another writer got there first
