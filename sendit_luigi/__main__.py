@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import batches, cleanup, config, metrics
+from . import batches, cleanup, config, dryrun, metrics, stages
 from .workdir import write_bytes
 
 DEMO_CFG = """\
@@ -103,6 +103,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    """What ``ProcessAll`` would do now; writes nothing."""
+    print(dryrun.render(dryrun.plan(args.max_batches)))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Each header element of a sample file with what the recipe does to it; values redacted."""
+    from .inspection import inspect
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"{folder} is not a folder", file=sys.stderr)
+        return 2
+    print(inspect(folder, stages.recipe()))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Export (0600) or read back the re-identification key. Sensitive: see README."""
+    from . import audit
+
+    if args.action == "export":
+        data = audit.export(Path(args.file))
+        print(f"wrote {len(data['batches'])} batches and the vault tables to {args.file} (mode 0600; PHI)")
+    else:
+        data = audit.read(Path(args.file))
+        print(data["warning"])
+        for row in data["batches"]:
+            print("  ".join(f"{k}={row[k]}" for k in ("batch_key", "folder", "patient_id", "coded_patient_id",
+                                                       "accession", "coded_accession")))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Poll the input folders; run the pipeline on folders that have finished arriving."""
+    from . import watch
+
+    return watch.main(args.quiet, args.interval, args.workers, args.scheduler_host, args.scheduler_port, args.once)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Charts of throughput, time per stage, sizes and errors, with GB/day and batches/hour."""
     out = Path(args.output) if args.output else config.sendit.get().work_path()
@@ -164,6 +205,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--only", choices=batches.STATUSES, help="only batches with this status")
     s.add_argument("--errors", action="store_true", help="list each batch's error messages instead")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("dry-run", help="list the batches a run would take and what they would produce")
+    s.add_argument("--max-batches", type=int, default=0)
+    s.set_defaults(func=cmd_dry_run)
+
+    s = sub.add_parser("inspect", help="what the recipe will do to each header element of a batch (values redacted)")
+    s.add_argument("folder", help="a batch folder")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("audit", help="export or read the re-identification key (PHI, for IRB-approved use)")
+    s.add_argument("action", choices=["export", "read"])
+    s.add_argument("file")
+    s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("watch", help="poll the input folders and process folders once they stop changing")
+    s.add_argument("--interval", type=float, default=10.0, help="seconds between polls (default 10)")
+    s.add_argument("--quiet", type=float, default=60.0,
+                   help="seconds a folder's file list and sizes must stay unchanged (default 60)")
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--scheduler-host", help="use luigid on this host (default: the local scheduler)")
+    s.add_argument("--scheduler-port", type=int)
+    s.add_argument("--once", action="store_true", help="stop when every folder seen is processed")
+    s.set_defaults(func=cmd_watch)
 
     s = sub.add_parser("report", help="HTML and PNG charts from the metrics (GB/day, batches/hour ...)")
     s.add_argument("--output", help="folder for report.html and report.png (default: the work dir)")

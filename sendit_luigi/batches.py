@@ -85,16 +85,11 @@ def is_still_copying(name: str, suffixes: tuple[str, ...]) -> bool:
     return name.endswith(suffixes)
 
 
-def discover() -> list[str]:
-    """Return the keys of all batch folders, in a stable order, recording new ones.
-
-    The order is by key, so it says nothing about folder names and stays the
-    same from run to run.
-    """
+def scan(hasher: Keyed, ready_only: bool = True) -> dict[str, str]:
+    """Batch key -> folder for every batch folder in the input folders; writes nothing."""
     cfg = config.sendit.get()
     suffixes = cfg.suffixes()
-    hasher = keyed()
-    keys = set()
+    found: dict[str, str] = {}
     for root in cfg.input_paths():
         if not root.is_dir():
             raise FileNotFoundError(f"input folder {root} does not exist or is not a folder ([sendit] input_folders)")
@@ -103,13 +98,26 @@ def discover() -> list[str]:
                 if not entry.is_dir() or is_still_copying(entry.name, suffixes):
                     continue
                 folder = os.path.realpath(entry.path)
-                key = hasher.hex("batch", folder, KEY_LENGTH)
-                keys.add(key)
-                b = batch(key)
-                if not b.source_file.exists():
-                    private_dir(b.dir)
-                    write_json(b.source_file, {"folder": folder})
-    return sorted(keys)
+                found[hasher.hex("batch", folder, KEY_LENGTH)] = folder
+    if ready_only and cfg.ready_file:  # watch mode: only the folders the watcher saw finish copying
+        ready = set(read_json_or_none(Path(cfg.ready_file)) or [])
+        found = {k: v for k, v in found.items() if k in ready}
+    return found
+
+
+def discover() -> list[str]:
+    """Return the keys of all batch folders, in a stable order, recording new ones.
+
+    The order is by key, so it says nothing about folder names and stays the
+    same from run to run.
+    """
+    found = scan(keyed())
+    for key, folder in found.items():
+        b = batch(key)
+        if not b.source_file.exists():
+            private_dir(b.dir)
+            write_json(b.source_file, {"folder": folder})
+    return sorted(found)
 
 
 def known_keys() -> list[str]:

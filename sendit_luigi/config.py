@@ -33,6 +33,16 @@ class Section(luigi.Config):
         return Section._loaded[cls]
 
 
+class alerts(Section):  # noqa: N801
+    """Who is told when a task fails or a batch ends in error (mail goes out through Luigi's [email]/[smtp])."""
+
+    receiver = luigi.Parameter(default="", description="Comma-separated e-mail addresses. Empty: no alerts.")
+    on_batch_error = luigi.BoolParameter(default=True, description="Also alert when a batch ends in error.")
+
+    def recipients(self) -> list[str]:
+        return [r.strip() for r in self.receiver.split(",") if r.strip()]
+
+
 def reset() -> None:
     """Forget the settings read so far (tests that switch configs in one process)."""
     Section._loaded.clear()
@@ -64,6 +74,14 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
     compress_level = luigi.IntParameter(
         default=1,
         description="gzip level of study tarballs, 0-3 (ISA-L): 1 is fast, 3 is a little smaller.",
+    )
+    min_free_gb = luigi.FloatParameter(
+        default=0.0,
+        description="A batch does not start if the work disk would drop below this many GB free (0: no check).",
+    )
+    ready_file = luigi.Parameter(
+        default="",
+        description="If set, only batches whose keys are listed in this JSON file are processed (watch mode).",
     )
     skip_suffixes = luigi.Parameter(
         default=".tmp,part",

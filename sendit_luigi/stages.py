@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config
+from . import alerts, config
 from .batches import Batch
 from .deidentify import Context, LeakCheck, Recipe, pack_study, shift_date, uid_remapper
 from .errors import BatchError, describe, redact
@@ -140,11 +141,30 @@ def _keyed(secret_path: Path) -> Keyed:
     return Keyed(load_secret(secret_path))
 
 
+class NotEnoughSpace(Exception):
+    """A batch does not start: the work disk would drop below ``[sendit] min_free_gb``."""
+
+
+def check_space(b: Batch, needed_bytes: int) -> None:
+    """Raise ``NotEnoughSpace`` saying how much is needed and how much is free."""
+    floor_gb = config.sendit.get().min_free_gb
+    if floor_gb <= 0:
+        return
+    free = shutil.disk_usage(b.dir).free
+    if free - needed_bytes < floor_gb * 1e9:
+        raise NotEnoughSpace(
+            f"batch {b.key} needs about {needed_bytes / 1e9:.2f} GB on the work disk and would leave "
+            f"{(free - needed_bytes) / 1e9:.2f} GB of {free / 1e9:.2f} GB free, under [sendit] min_free_gb = "
+            f"{floor_gb:g}; free some space (python -m sendit_luigi cleanup) and run again"
+        )
+
+
 def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
     start = time.time()
     sweep_temporaries(b.dir)
     headers = read_json(b.headers_file)
+    check_space(b, headers["bytes_in"])  # the tarball is at most about the input's size
     ids = read_json(b.identifiers_file)
     result = {
         "key": b.key,
@@ -167,6 +187,8 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         b.tarball.unlink(missing_ok=True)
     write_json(b.result_file, result)
     log.info("batch %s: %s, %d files, %d errors", b.key, result["status"], result["files"], result["files_error"])
+    if result["status"] == "error" and config.alerts.get().on_batch_error:
+        alerts.batch_error(b.key, result["status"], result["error"])
     return result
 
 

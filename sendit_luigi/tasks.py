@@ -33,7 +33,7 @@ import time
 
 import luigi
 
-from . import batches, config, metrics, stages
+from . import alerts, batches, config, dryrun, metrics, stages  # noqa: F401 - alerts registers its handler
 from .identifiers import backend_module
 from .storage import check_settings, get_store
 from .workdir import write_bytes
@@ -119,16 +119,36 @@ class Anonymize(BatchTask):
 
     def run(self):
         group = self.batches()
+        short = []
         for i, b in enumerate(group):
-            stages.anonymize(b, self.reporter("de-identifying", i, len(group)))
+            try:
+                stages.anonymize(b, self.reporter("de-identifying", i, len(group)))
+            except stages.NotEnoughSpace as exc:  # this batch waits; the others in the group go on
+                short.append(str(exc))
+        if short:
+            raise stages.NotEnoughSpace(f"{len(short)} of {len(group)} batches not started: {short[0]}")
 
 
 class ProcessBatches(luigi.WrapperTask):
-    """Every batch found in the input folders, processed (done, empty or error)."""
+    """Every batch found in the input folders, processed (done, empty or error).
+
+    With ``max_batches`` (sendit's ``start_queue --number N``), only the first N
+    batches not yet done, in key order; the next run takes the next N.
+    """
+
+    max_batches = luigi.IntParameter(default=0, description="Process at most this many batches (0: all).")
+
+    def all_keys(self) -> list[str]:
+        if not hasattr(self, "_all"):
+            self._all = batches.discover()
+        return self._all
 
     def keys(self) -> list[str]:
         if not hasattr(self, "_keys"):
-            self._keys = batches.discover()
+            keys = self.all_keys()
+            if self.max_batches > 0:
+                keys = [k for k in keys if not batches.upload_settled(batches.batch(k))][: self.max_batches]
+            self._keys = keys
         return self._keys
 
     def requires(self):
@@ -140,12 +160,13 @@ class UploadShard(luigi.Task):
 
     shard = luigi.IntParameter()
     shards = luigi.IntParameter()
+    max_batches = luigi.IntParameter(default=0)
 
     def requires(self):
-        return ProcessBatches()
+        return ProcessBatches(self.max_batches)
 
     def mine(self) -> list[batches.Batch]:
-        keys = ProcessBatches().keys()
+        keys = self.requires().keys()
         return [batches.batch(k) for k in keys if batches.shard_of(k, self.shards) == self.shard]
 
     def pending(self) -> list[batches.Batch]:
@@ -175,22 +196,26 @@ class UploadShard(luigi.Task):
 class UploadAll(luigi.WrapperTask):
     """The upload, split into ``[upload] workers`` shards that Luigi runs in parallel."""
 
+    max_batches = luigi.IntParameter(default=0)
+
     def requires(self):
         n = max(config.upload.get().workers, 1)
-        return [UploadShard(shard=i, shards=n) for i in range(n)]
+        return [UploadShard(shard=i, shards=n, max_batches=self.max_batches) for i in range(n)]
 
 
 class ExportMetrics(luigi.Task):
-    """``<work_dir>/metrics.csv``: one row per batch. Rewritten only when it would change."""
+    """``<work_dir>/metrics.csv``: one row per batch (all found, done or not). Rewritten only when it would change."""
+
+    max_batches = luigi.IntParameter(default=0)
 
     def requires(self):
-        return UploadAll()
+        return UploadAll(self.max_batches)
 
     def output(self):
         return luigi.LocalTarget(str(metrics.metrics_path(config.sendit.get().work_path())))
 
     def rendered(self) -> bytes:
-        return metrics.render_csv(ProcessBatches().keys())
+        return metrics.render_csv(ProcessBatches(self.max_batches).all_keys())
 
     def complete(self):
         if not self.output().exists() or not all(r.complete() for r in luigi.task.flatten(self.requires())):
@@ -199,7 +224,7 @@ class ExportMetrics(luigi.Task):
             return fh.read() == self.rendered()
 
     def run(self):
-        keys = ProcessBatches().keys()
+        keys = ProcessBatches(self.max_batches).all_keys()
         write_bytes(metrics.metrics_path(config.sendit.get().work_path()), metrics.render_csv(keys))
         summary = metrics.summary(metrics.frame(keys))
         self.set_status_message(summary)
@@ -208,11 +233,27 @@ class ExportMetrics(luigi.Task):
 
 
 class ProcessAll(luigi.WrapperTask):
-    """Everything: process all batches, upload them, export the metrics."""
+    """Everything: process all batches, upload them, export the metrics.
+
+    ``--max-batches N`` takes only the next N batches not yet done.
+    ``--dry-run`` lists what would run and what it would produce, and writes nothing.
+    """
+
+    max_batches = luigi.IntParameter(default=0, description="Process at most this many batches not yet done.")
+    dry_run = luigi.BoolParameter(default=False, description="List the batches and outputs; write nothing.")
 
     def requires(self):
+        if self.dry_run:
+            return []
         prepare_run()
-        return ExportMetrics()
+        return ExportMetrics(self.max_batches)
+
+    def complete(self):
+        return False if self.dry_run else super().complete()
+
+    def run(self):
+        if self.dry_run:
+            print(dryrun.render(dryrun.plan(self.max_batches)), flush=True)
 
 
 def prepare_run() -> None:

@@ -1,0 +1,47 @@
+"""Telling an operator when something fails (sendit used Opbeat).
+
+Mail goes out through Luigi's own notification settings: ``[email] method``,
+``sender`` and ``[smtp] host``/``port`` (see Luigi's docs), to the addresses in
+``[alerts] receiver``. Luigi's built-in failure mail (``[email] receiver``)
+carries the full traceback, which may quote file paths; these alerts carry
+batch keys, task names and our own (already PHI-free) error texts only.
+
+Two kinds: a task failed (a Luigi FAILURE event), and a batch ended in error
+(bad input, or a service that stayed down).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import luigi
+import luigi.notifications
+
+from . import config
+from .errors import describe, redact
+
+log = logging.getLogger("sendit_luigi")
+
+
+def send(subject: str, message: str) -> None:
+    receivers = config.alerts.get().recipients()
+    if not receivers:
+        return
+    sender = luigi.notifications.email().sender
+    try:
+        luigi.notifications.send_email(f"[sendit-luigi] {subject}", message, sender, receivers)
+    except Exception as exc:  # noqa: BLE001 - an alert that cannot go out must not fail the run
+        log.error("could not send an alert: %s", describe(exc))
+
+
+def batch_error(key: str, status: str, error: str) -> None:
+    send(f"batch {key} ended with {status}", f"Batch {key}: {error}\n\nDetails: python -m sendit_luigi status --errors")
+
+
+@luigi.Task.event_handler(luigi.Event.FAILURE)
+def task_failed(task: luigi.Task, exception: BaseException) -> None:
+    if task.get_task_family() not in {"ExtractHeaders", "GetIdentifiers", "Anonymize", "UploadShard",
+                                      "ExportMetrics", "ProcessAll", "ProcessBatches", "UploadAll"}:
+        return
+    send(f"task {task.task_id} failed",
+         f"Task {task.task_id} failed: {redact(describe(exception))}\n\nRun the same command again to resume.")

@@ -1,0 +1,206 @@
+"""Scenarios beyond sendit: run limits, disk guard, alerts, dry run, inspect, audit export, watch mode."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Pipeline, datasets, make_study, members, tree_digest
+from phi_seed import write_seeded_study
+from sendit_luigi.sample_data import write_study
+from test_pixel_phi_quarantine import add_burned_in_ultrasound
+
+
+def keys_done(pipe: Pipeline) -> set[str]:
+    return {d.name for d in pipe.batch_dirs().values() if (d / "uploaded.json").exists()}
+
+
+def test_max_batches_takes_the_next_n_in_a_stable_order(pipe):
+    for n in range(1, 6):
+        pipe.add(make_study(n), files=1, nested=False)
+    assert pipe.run("--max-batches", "2").code == 0
+    first = keys_done(pipe)
+    assert first == set(sorted(d.name for d in pipe.batch_dirs().values())[:2])  # the first two keys
+    assert pipe.run("--max-batches", "2").code == 0
+    second = keys_done(pipe) - first
+    assert len(second) == 2 and max(first) < min(second)
+    assert pipe.run("--max-batches", "2").code == 0
+    assert len(keys_done(pipe)) == 5
+    assert "ran successfully" not in pipe.run("--max-batches", "2").output
+    assert len(pipe.metrics()) == 5  # the metrics always list every batch
+
+
+def test_a_batch_does_not_start_when_the_disk_would_run_low(pipe):
+    pipe.add(make_study(1), files=1)
+    pipe.settings["sendit.min_free_gb"] = "1000000"
+    short = pipe.run()
+    assert short.code != 0
+    assert "needs about" in short.output and "GB free, under [sendit] min_free_gb = 1e+06" in short.output
+    assert not list(pipe.work.glob("batches/*/result.json"))
+    pipe.settings["sendit.min_free_gb"] = "0.001"
+    assert pipe.run().code == 0 and len(pipe.tarballs()) == 1
+
+
+@pytest.fixture
+def smtp_sink():
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        def __init__(self):
+            self.messages: list[str] = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            message = email.message_from_bytes(envelope.content)
+            parts = [message["Subject"] or ""]
+            parts += [p.get_payload(decode=True).decode("utf-8", "replace") for p in message.walk()
+                      if not p.is_multipart() and p.get_content_maintype() == "text"]
+            self.messages.append("\n".join(parts))
+            return "250 OK"
+
+    from emulators import free_port
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, sink
+    controller.stop()
+
+
+def test_batch_errors_and_task_failures_reach_the_operator_without_phi(pipe, smtp_sink):
+    controller, sink = smtp_sink
+    good, bad = make_study(1), make_study(2)
+    pipe.add(good, files=1)
+    broken = pipe.input / bad.folder
+    broken.mkdir()
+    (broken / "report.txt").write_text(f"{bad.patient_name} {bad.patient_id}")
+    pipe.bucket.write_text("not a folder: every upload fails")
+    pipe.settings.update({"email.method": "smtp", "email.sender": "sendit@example.org", "email.force_send": "true",
+                          "smtp.host": "127.0.0.1", "smtp.port": str(controller.port),
+                          "alerts.receiver": "ops@example.org"})
+    run = pipe.run()
+    assert run.code != 0
+    deadline = time.time() + 10
+    while len(sink.messages) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    text = "\n".join(sink.messages)
+    assert "ended with error" in text and "none of the 1 files is a readable DICOM file" in text
+    assert "task UploadShard" in text and "failed" in text
+    for value in good.phi() + bad.phi() + [str(pipe.input)]:
+        assert value not in text
+
+
+def test_dry_run_lists_batches_and_outputs_and_writes_nothing(pipe):
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=2)
+    (pipe.input / "ACCN77777.tmp").mkdir()
+    run = pipe.run("--dry-run")
+    assert run.code == 0, run.output
+    assert "3 batches found; this run would work on 3" in run.output and "provisional" in run.output
+    assert "Collection/TESTIRB/Entity/<coded patient>/" in run.output
+    assert not pipe.work.exists() and not pipe.bucket.exists()
+    for n in (1, 2, 3):
+        assert make_study(n).folder not in run.output
+    assert pipe.run("--max-batches", "1").code == 0
+    before = tree_digest(pipe.root)
+    planned = pipe.cli("dry-run").stdout
+    assert "this run would work on 2" in planned and "1 other batches are done" in planned
+    assert tree_digest(pipe.root) == before
+
+
+def test_inspect_shows_what_happens_to_each_element_with_values_redacted(pipe):
+    seeded = write_seeded_study(pipe.input / "ACCSEED", "INS", files=2)
+    add_burned_in_ultrasound(pipe.input / "ACCSEED", pipe.input / "ACCSEED" / "slice0")
+    out = pipe.cli("inspect", str(pipe.input / "ACCSEED"))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for line in ("PatientName", "PatientID", "AccessionNumber", "StudyDate", "SOPInstanceUID",
+                 "ReferringPhysicianName", "Modality"):
+        assert line in text
+    assert "replace with the coded patient id" in text
+    assert "replace with a keyed-hash UID" in text
+    assert "shift by the patient's date shift" in text
+    assert "remove (private tag)" in text and "removed with its sequence" in text
+    assert "<PN, " in text and "keep" in text
+    assert "quarantine: 1 of 3 files" in text and "ultrasound: burned_in" in text
+    for value in seeded.values + seeded.uids:
+        assert value not in text
+
+
+def test_audit_export_is_private_and_maps_keys_folders_and_ids(pipe):
+    studies = [make_study(1), make_study(2)]
+    for study in studies:
+        pipe.add(study, files=1)
+    assert pipe.run().code == 0
+    metrics_before = (pipe.work / "metrics.csv").read_bytes()
+    target = pipe.root / "reid.json"
+    out = pipe.cli("audit", "export", str(target))
+    assert out.returncode == 0 and "PHI" in out.stdout
+    assert target.stat().st_mode & 0o777 == 0o600
+    data = json.loads(target.read_text())
+    rows = {r["folder"].rsplit("/", 1)[-1]: r for r in data["batches"]}
+    coded = {r["CodedAccessionNumberID"]: r for r in pipe.rows()}
+    for study in studies:
+        row = rows[study.folder]
+        assert row["patient_id"] == study.patient_id and row["accession"] == study.accession
+        assert row["coded_accession"] in coded
+        assert coded[row["coded_accession"]]["CodedPatientID"] == row["coded_patient_id"]
+    assert {p["original_id"] for p in data["vault"]["patients"]} == {s.patient_id for s in studies}
+    back = pipe.cli("audit", "read", str(target)).stdout
+    assert studies[0].patient_id in back and "re-identification key" in back
+    assert (pipe.work / "metrics.csv").read_bytes() == metrics_before
+    assert not any("reid" in str(p) for p in pipe.bucket.rglob("*"))
+
+
+def copy_slowly(source: Path, target: Path, pause: float) -> None:
+    target.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        shutil.copy(path, target / path.name)
+        time.sleep(pause)
+
+
+def test_watch_picks_up_a_folder_only_when_it_is_complete_and_stops_on_sigterm(pipe, tmp_path):
+    staging = tmp_path / "staging"
+    write_study(staging, make_study(1), 5, nested=False)
+    write_study(staging, make_study(2), 3, nested=False)
+    pipe.write_cfg()
+    watcher = subprocess.Popen([sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.2", "--quiet", "1.5"],
+                               cwd=pipe.root, env=pipe.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        slow = threading.Thread(target=copy_slowly, args=(staging / make_study(1).folder,
+                                                          pipe.input / make_study(1).folder, 0.6))
+        slow.start()
+        # a copy tool that writes to NAME.tmp and renames when done
+        tmp_target = pipe.input / (make_study(2).folder + ".tmp")
+        copy_slowly(staging / make_study(2).folder, tmp_target, 0.6)
+        tmp_target.rename(pipe.input / make_study(2).folder)
+        slow.join()
+        deadline = time.time() + 90
+        while len(pipe.tarballs()) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert sorted(len(members(t)) for t in pipe.tarballs()) == [3, 5]  # never picked up half-copied
+        results = [json.loads((d / "result.json").read_text()) for d in pipe.batch_dirs().values()]
+        assert all(r["status"] == "done" and r["files"] in (3, 5) for r in results)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        try:
+            output, _ = watcher.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            raise
+    assert watcher.returncode == 0, output
+    assert "running the pipeline" in output
+    for study in (make_study(1), make_study(2)):
+        assert study.folder not in output and study.patient_id not in output
+    assert all(len(datasets(t)) for t in pipe.tarballs())
+    assert os.path.exists(pipe.work / "watch-ready.json")
