@@ -8,7 +8,9 @@ a small record of where things went, kept in the batch's ``uploaded.json``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+from pathlib import Path
 
 from .. import config
 
@@ -33,6 +35,15 @@ COLUMNS = (
     "IdentifiersBackend",
     "UploadTime",
 )
+
+
+def md5_digest(path: Path) -> bytes:
+    """The MD5 of a file, read in 1 MiB chunks (the check both backends make before marking an upload)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
 
 
 def object_name(result: dict) -> str:

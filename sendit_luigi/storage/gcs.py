@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
 
 from .. import config
 from ..errors import BatchError
-from . import object_name
+from . import md5_digest, object_name
 
 RESUMABLE_ABOVE = 8 * 1024 * 1024  # bytes; larger tarballs go up in resumable chunks
 
@@ -73,11 +72,7 @@ def check_settings(cfg: config.storage) -> None:
 
 
 def _md5_b64(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return base64.b64encode(digest.digest()).decode()
+    return base64.b64encode(md5_digest(path)).decode()  # GCS reports MD5 in base64
 
 
 class Store:

@@ -8,7 +8,6 @@ the BigQuery table.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,15 +17,11 @@ from pathlib import Path
 
 from .. import config
 from ..errors import BatchError
-from . import COLUMNS, object_name
+from . import COLUMNS, md5_digest, object_name
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return md5_digest(path).hex()
 
 
 class Store:
