@@ -68,7 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"             {tarball.relative_to(root / 'bucket')}")
     print(f"rows:        {root / 'bucket' / 'metadata.sqlite'} (table dicom)")
     print(f"metrics:     {root / 'work' / 'metrics.csv'}")
-    print(f"status:      LUIGI_CONFIG_PATH={cfg} python -m sendit_luigi status")
+    print(f"status:      LUIGI_CONFIG_PATH={cfg} {sys.executable} -m sendit_luigi status")
     return code
 
 
