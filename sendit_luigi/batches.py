@@ -149,19 +149,21 @@ def status(b: Batch) -> tuple[str, dict | None]:
     return result["status"], result
 
 
-def processed(b: Batch) -> bool:
+def processed(b: Batch, result: dict | None = None) -> bool:
     """Stage 3 is finished for good: a result, not a retryable error, and its tarball.
 
     The tarball may be missing only when ``cleanup`` removed it after the upload.
+    ``result`` is the batch's result record when the caller has read it already.
     """
-    result = read_json_or_none(b.result_file)
-    if result is None or retry_due(b.result_file):
+    result = result if result is not None else read_json_or_none(b.result_file)
+    if result is None or (result.get("retryable") and result.get("at", 0) < RUN_STARTED):
         return False
     return result["status"] != "done" or b.tarball.exists() or bool(result.get("cleaned"))
 
 
 def upload_settled(b: Batch) -> bool:
     """Nothing is left to do for this batch: processed, and uploaded unless it ended empty or in error."""
-    if not processed(b):
+    result = read_json_or_none(b.result_file)
+    if not processed(b, result):
         return False
-    return b.uploaded_file.exists() or read_json(b.result_file)["status"] != "done"
+    return result["status"] != "done" or b.uploaded_file.exists()

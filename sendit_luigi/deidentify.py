@@ -58,7 +58,7 @@ SKIP = (
     "GreenPaletteColorLookupTableData",
     "BluePaletteColorLookupTableData",
 )
-PIXEL_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+PIXEL_DATA = Tag(0x7FE00010)
 PIXEL_MIN_PATTERN = 8  # inside pixel bytes, shorter strings match by chance
 PROGRAM_VERSION_NAME = "SENDIT_LUIGI_1"
 
@@ -570,7 +570,7 @@ def _write_checked(ds: Dataset, leak: LeakCheck, tar: tarfile.TarFile, name: str
     """
     info = tarfile.TarInfo(name)
     info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = 0, 0o644, 0, 0, "", ""
-    pixels = ds.get_item(PIXEL_TAGS[0])
+    pixels = ds.get_item(PIXEL_DATA)
     if pixels is None or len(pixels.value or b"") < IN_MEMORY_LIMIT:
         out = io.BytesIO()
         ds.save_as(out, enforce_file_format=True)

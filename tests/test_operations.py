@@ -50,7 +50,7 @@ def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
 
 
 def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe, luigid):
-    add_studies(pipe, 8, 6)
+    add_studies(pipe, 12, 25)  # enough work that the second process gets some before the first is done
     pipe.settings["sendit.group_size"] = "1"
     pipe.settings["retcode.already_running"] = "0"  # as in docker/luigi.cfg: sharing the work is normal
     # On one host, a second luigi process needs --no-lock (Luigi's per-host lock); on two hosts it does not.
@@ -66,7 +66,7 @@ def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe,
     assert ran[0] and ran[1], "both workers should have done part of the work"
     assert not ran[0] & ran[1]
     assert ran[0] | ran[1] == {d.name for d in pipe.batch_dirs().values()}
-    assert len(pipe.tarballs()) == 8 and len(pipe.rows()) == 8
+    assert len(pipe.tarballs()) == 12 and len(pipe.rows()) == 12
 
 
 def test_status_lists_batches_and_filters_by_status(pipe):
