@@ -25,15 +25,12 @@ KEY_LENGTH = 16
 RUN_STARTED = time.time()
 
 
-def begin_run() -> None:
-    """Mark the start of a new run in a long-lived process (watch mode)."""
-    global RUN_STARTED
-    RUN_STARTED = time.time()
+def retry_due(path: Path, record: dict | None = None) -> bool:
+    """True when the checkpoint at ``path`` holds a retryable error from an earlier run.
 
-
-def retry_due(path: Path) -> bool:
-    """True when the checkpoint at ``path`` records a retryable error from an earlier run."""
-    record = read_json_or_none(path)
+    ``record`` is the checkpoint's content when the caller has read it already.
+    """
+    record = record if record is not None else read_json_or_none(path)
     return bool(record and record.get("retryable") and record.get("at", 0) < RUN_STARTED)
 
 
@@ -156,7 +153,7 @@ def processed(b: Batch, result: dict | None = None) -> bool:
     ``result`` is the batch's result record when the caller has read it already.
     """
     result = result if result is not None else read_json_or_none(b.result_file)
-    if result is None or (result.get("retryable") and result.get("at", 0) < RUN_STARTED):
+    if result is None or retry_due(b.result_file, result):
         return False
     return result["status"] != "done" or b.tarball.exists() or bool(result.get("cleaned"))
 

@@ -201,10 +201,6 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
         jitter_days=jitter,
         remap_uid=uid_remapper(keyed, config.deid.get().uid_root),
     )
-    phi = headers["phi"]
-    # An original date that equals some shifted date of this batch is no leak.
-    shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
-    leak = LeakCheck(phi, allowed=shifted)
     folder = b.folder()
     if not folder.is_dir():
         return {"status": "error", "retryable": True, "at": time.time(),
@@ -212,6 +208,10 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
     if not good:
         return {"status": "error", "error": "every readable file is quarantined; nothing to pack"}
+    phi = headers["phi"]
+    # An original date that equals some shifted date of this batch is no leak.
+    shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
+    leak = LeakCheck(phi, allowed=shifted)
     packed = pack_study(folder, good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level,
                         progress)
     errors = [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f]
