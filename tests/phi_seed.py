@@ -60,6 +60,7 @@ def seeded_dataset(s: Seeded, index: int, study_uid: str, series_uid: str, previ
     ds.RequestingPhysician = s.v("REQDOC")
     ds.StudyID = s.v("STUDYID")[:16]
     ds.DeviceSerialNumber = s.v("SERIAL")
+    # Planted dates lie more than 2 * max_jitter_days apart, so no shifted date can equal another planted one.
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = "20170304"
     ds.PatientBirthDate = "19500607"
     ds.AcquisitionDateTime = "20170304111213"
@@ -80,7 +81,7 @@ def seeded_dataset(s: Seeded, index: int, study_uid: str, series_uid: str, previ
     ds.ProcedureCodeSequence = Sequence(
         [item(CodeValue="CT0001", CodeMeaning="CT HEAD",
               PurposeOfReferenceCodeSequence=Sequence(
-                  [item(CodeValue="X", ContentCreatorName=s.v("DEEPNAME"), InstanceCreationDate="20170305")]))]
+                  [item(CodeValue="X", ContentCreatorName=s.v("DEEPNAME"), InstanceCreationDate="20170815")]))]
     )
     if previous_sop:
         ds.ReferencedImageSequence = Sequence(
