@@ -35,7 +35,8 @@ def make_study(n: int, patient: int | None = None, **kw) -> Study:
         patient_id=f"PHIMRN{880000 + p}",
         patient_name=f"PHIFAMILY{p}^PHIGIVEN{p}",
         accession=f"ACCN{41000 + n}",
-        study_date=f"2018{(n % 9) + 1:02d}2{n % 9}",
+        # a year apart: more than two jitter ranges, so a shifted date never equals another planted one
+        study_date=f"{2010 + n % 9}{(n % 9) + 1:02d}2{n % 9}",
         institution=f"PHI INSTITUTE {n}",
         physician=f"PHIDOCTOR{n}^REFERRER",
     )

@@ -173,16 +173,16 @@ def test_watch_picks_up_a_folder_only_when_it_is_complete_and_stops_on_sigterm(p
     write_study(staging, make_study(1), 5, nested=False)
     write_study(staging, make_study(2), 3, nested=False)
     pipe.write_cfg()
-    watcher = subprocess.Popen([sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.2", "--quiet", "1.5"],
+    watcher = subprocess.Popen([sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.2", "--quiet", "2.5"],
                                cwd=pipe.root, env=pipe.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     try:
         slow = threading.Thread(target=copy_slowly, args=(staging / make_study(1).folder,
-                                                          pipe.input / make_study(1).folder, 0.6))
+                                                          pipe.input / make_study(1).folder, 0.5))
         slow.start()
         # a copy tool that writes to NAME.tmp and renames when done
         tmp_target = pipe.input / (make_study(2).folder + ".tmp")
-        copy_slowly(staging / make_study(2).folder, tmp_target, 0.6)
+        copy_slowly(staging / make_study(2).folder, tmp_target, 0.5)
         tmp_target.rename(pipe.input / make_study(2).folder)
         slow.join()
         deadline = time.time() + 90
