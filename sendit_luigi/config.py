@@ -206,3 +206,7 @@ class upload(Section):  # noqa: N801
         default=10,
         description="The upload is split into this many shard tasks, run in parallel by Luigi workers.",
     )
+    rows_per_request = luigi.IntParameter(
+        default=100,
+        description="Metadata rows sent in one insert (one BigQuery lookup and one streaming insert per this many).",
+    )

@@ -30,6 +30,7 @@ from .deidentify import Context, LeakCheck, Recipe, pack_study, shift_date, uid_
 from .errors import BatchError, describe, redact
 from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
+from .storage import metadata_row
 from .workdir import Keyed, load_secret, read_json, sweep_temporaries, write_json
 
 log = logging.getLogger("sendit_luigi")
@@ -252,20 +253,44 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
 # -- upload --------------------------------------------------------------------
 
 
-def upload(b: Batch, store) -> dict | None:
-    """Send a done batch's tarball and metadata row to ``store``; write ``uploaded.json``."""
-    result = read_json(b.result_file)
-    if result["status"] != "done":
-        return None
+def upload(group: list[Batch], store) -> list[str]:
+    """Send done batches to ``store``: each tarball, then all their rows in one insert.
+
+    Writes ``uploaded.json`` for each batch whose tarball and row are both in
+    place, and ``upload_error.json`` for each that failed. Returns the keys that failed.
+    """
+    placed: list[tuple[Batch, dict, dict, dict]] = []
+    failed: list[str] = []
+
+    def fail(b: Batch, exc: Exception) -> None:
+        write_json(b.dir / "upload_error.json", {"error": redact(describe(exc)), "at": time.time()})
+        log.error("batch %s: upload failed: %s", b.key, redact(str(exc)))
+        failed.append(b.key)
+
+    for b in group:
+        result = read_json(b.result_file)
+        if result["status"] != "done":
+            continue
+        start = time.time()
+        try:
+            placed.append((b, result, store.put_object(b.tarball, result), _timing(start)))
+        except Exception as exc:  # noqa: BLE001 - recorded; the other batches go on
+            fail(b, exc)
+    if not placed:
+        return failed
     start = time.time()
-    failure = b.dir / "upload_error.json"
     try:
-        placed = store.put_study(b.tarball, result)
-    except Exception as exc:
-        write_json(failure, {"error": redact(describe(exc)), "at": time.time()})
-        raise
-    record = {**placed, "stage": _timing(start)}
-    write_json(b.uploaded_file, record)
-    failure.unlink(missing_ok=True)
-    log.info("batch %s: uploaded", b.key)
-    return record
+        store.insert_rows([metadata_row(result, record) for _, result, record, _ in placed])
+    except Exception as exc:  # noqa: BLE001 - recorded on every batch of this insert
+        for b, *_ in placed:
+            fail(b, exc)
+        return failed
+    insert = _timing(start)
+    for b, _, record, put in placed:
+        # from its tarball's start to the rows' end; its seconds are its own plus its share of the insert
+        stage = {"start": put["start"], "end": insert["end"],
+                 "seconds": round(put["seconds"] + insert["seconds"] / len(placed), 3)}
+        write_json(b.uploaded_file, {**record, "stage": stage})
+        (b.dir / "upload_error.json").unlink(missing_ok=True)
+        log.info("batch %s: uploaded", b.key)
+    return failed

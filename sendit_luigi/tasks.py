@@ -29,6 +29,7 @@ tries those batches again.
 
 from __future__ import annotations
 
+import gc
 import time
 
 import luigi
@@ -178,15 +179,12 @@ class UploadShard(luigi.Task):
     def run(self):
         todo = [b for b in self.pending() if batches.status(b)[0] == "done processing"]
         store = get_store()
-        failed = []
-        for i, b in enumerate(todo):
-            self.set_status_message(f"uploading: {i}/{len(todo)} batches done, {len(failed)} failed")
-            self.set_progress_percentage(round(100 * i / max(len(todo), 1)))
-            try:
-                stages.upload(b, store)
-            except Exception as exc:  # noqa: BLE001 - record, go on with the shard, fail at the end
-                failed.append(b.key)
-                stages.log.error("batch %s: upload failed: %s", b.key, stages.redact(str(exc)))
+        step = max(config.upload.get().rows_per_request, 1)
+        failed: list[str] = []
+        for i in range(0, len(todo), step):
+            self.set_status_message(f"uploading: {i}/{len(todo)} batches sent, {len(failed)} failed")
+            self.set_progress_percentage(round(100 * i / len(todo)))
+            failed += stages.upload(todo[i : i + step], store)
         self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
         self.set_progress_percentage(100)
         if failed:
@@ -267,3 +265,6 @@ def prepare_run() -> None:
     check_settings()
     backend_module()
     stages.recipe()
+    # Move everything loaded so far out of the garbage collector's sight: a forked task
+    # process then does not touch (and so copy) the parent's whole heap when it collects.
+    gc.freeze()

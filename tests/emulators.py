@@ -138,6 +138,7 @@ class FaultyProxy:
         from urllib.parse import urlparse
 
         self.faults, self.status, self.seen, self.failed = faults, status, 0, 0
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         target = urlparse(upstream)
         proxy = self
 
@@ -148,6 +149,7 @@ class FaultyProxy:
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy.seen += 1
+                proxy.requests.append((self.command, self.path))
                 if proxy.failed < proxy.faults:
                     proxy.failed += 1
                     self.send_response(proxy.status)

@@ -154,6 +154,44 @@ def test_an_object_with_other_bytes_is_never_overwritten(gcs_pipe):
     assert "different bytes" in json.loads((batch_dir / "upload_error.json").read_text())["error"]
 
 
+def test_rows_go_in_one_lookup_and_one_insert_per_group_of_studies(gcs_pipe):
+    pipe, c = gcs_pipe
+    proxy = FaultyProxy(c.bq_emulator.endpoint)
+    try:
+        pipe.settings.update({"storage.bigquery_endpoint": proxy.endpoint, "upload.workers": "1",
+                              "upload.rows_per_request": "5"})
+        for n in range(12):
+            pipe.add(make_study(n), files=1, nested=False)
+        run = pipe.run()
+    finally:
+        proxy.close()
+    assert run.code == 0, run.output
+    inserts = [path for method, path in proxy.requests if path.split("?")[0].endswith("/insertAll")]
+    queries = [path for method, path in proxy.requests if method == "POST" and "/jobs" in path]
+    assert len(inserts) == 3  # 12 studies in groups of 5: 5 + 5 + 2
+    assert len(queries) == 3
+    rows = c.rows()
+    assert len(rows) == 12 and len({r["CodedAccessionNumberID"] for r in rows}) == 12
+
+
+def test_one_object_that_cannot_go_up_does_not_hold_back_the_others_in_its_group(gcs_pipe):
+    pipe, c = gcs_pipe
+    pipe.settings["upload.workers"] = "1"
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=1)
+    assert pipe.run(task="ProcessBatches").code == 0
+    dirs = list(pipe.batch_dirs().values())
+    result = json.loads((dirs[0] / "result.json").read_text())
+    name = f"Collection/{c.collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
+    c.gcs.bucket(c.bucket).blob(name).upload_from_string(b"somebody else's bytes")
+    run = pipe.run()
+    assert run.code != 0
+    assert "different bytes" in json.loads((dirs[0] / "upload_error.json").read_text())["error"]
+    assert [(d / "uploaded.json").exists() for d in dirs] == [False, True, True]
+    coded = {r["CodedAccessionNumberID"] for r in c.rows()}
+    assert len(coded) == 2 and result["row"]["CodedAccessionNumberID"] not in coded
+
+
 def test_a_missing_bucket_is_a_clear_permanent_error(gcs_pipe):
     pipe, c = gcs_pipe
     pipe.settings["storage.bucket"] = "no-such-bucket"

@@ -1,9 +1,13 @@
 """Where finished studies go: one module per backend, one interface.
 
-A backend's ``Store().put_study(tarball, result)`` places the study tarball
-under sendit's object naming and inserts its metadata row, idempotently: calling
-it again for the same study changes nothing and duplicates nothing. It returns
-a small record of where things went, kept in the batch's ``uploaded.json``.
+A backend's ``Store()`` has two calls, both idempotent (calling them again for
+the same study changes nothing and duplicates nothing):
+
+* ``put_object(tarball, result)`` places one study tarball under sendit's object
+  naming and returns a small record of where it went (kept in the batch's
+  ``uploaded.json``), with the ``download`` and ``link`` addresses for its row;
+* ``insert_rows(rows)`` inserts the metadata rows of several studies in one
+  request, skipping any whose coded accession is in the table already.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ def object_name(result: dict) -> str:
     """sendit's naming: Collection/<study>/Entity/<coded patient>/<patient>_<shifted date>_<accession>.tar.gz"""
     collection = config.storage.get().collection
     return f"Collection/{collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
+
+
+def metadata_row(result: dict, placed: dict) -> dict:
+    """The study's metadata row (from ``result.json``) with the addresses of its uploaded tarball."""
+    return {**result["row"], "storage_download": placed["download"], "storage_metadataLink": placed["link"]}
 
 
 def get_store():

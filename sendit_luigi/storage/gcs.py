@@ -12,8 +12,9 @@ loses nor duplicates anything:
 * an object is written with ``if_generation_match=0`` (only if absent); when it
   exists already, its MD5 must equal the tarball's, else the batch fails rather
   than overwrite different bytes;
-* a row is inserted only if no row has the study's coded accession yet, with
-  that accession as the streaming ``insertId``.
+* rows go in groups: one query finds which coded accessions have a row
+  already, and one streaming insert adds the others, each with its accession
+  as the ``insertId``.
 
 Transient errors (429, 5xx, dropped connections) are retried with exponential
 backoff; permanent ones (403, a missing bucket) fail the batch with a message
@@ -23,6 +24,7 @@ naming the setting to check.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -99,29 +101,30 @@ class Store:
         self.table_id = f"{cfg.project}.{cfg.dataset_name()}.{cfg.table}"
         self._table_ready = False
 
-    # -- the interface ------------------------------------------------------
-
-    def put_study(self, tarball: Path, result: dict) -> dict:
-        name = object_name(result)
+    @contextlib.contextmanager
+    def explained(self):
+        """Turn the two permanent errors a user can fix into messages naming the setting to check."""
         try:
-            blob = self.put_object(tarball, name)
-            row = dict(result["row"])
-            row["storage_download"] = f"gs://{self.cfg.bucket}/{name}"
-            row["storage_metadataLink"] = blob.self_link or ""
-            self.insert_row(row)
+            yield
         except exceptions.Forbidden as exc:
             raise BatchError(f"permission denied by Google Cloud ({exc.code}); check the credentials' roles "
                              f"on [storage] bucket / dataset") from None
         except exceptions.NotFound as exc:
             raise BatchError(f"not found ({exc.code}): does [storage] bucket = {self.cfg.bucket} exist "
                              f"in [storage] project = {self.cfg.project}?") from None
-        return {"object": name, "md5": blob.md5_hash, "crc32c": blob.crc32c, "generation": blob.generation,
-                "bytes": tarball.stat().st_size, "backend": "gcs"}
 
     # -- objects ------------------------------------------------------------
 
-    def put_object(self, tarball: Path, name: str):
-        """Upload ``tarball`` as ``name`` unless an object with the same bytes is there already."""
+    def put_object(self, tarball: Path, result: dict) -> dict:
+        """Upload the study tarball unless an object with the same bytes is there already."""
+        name = object_name(result)
+        with self.explained():
+            blob = self._upload(tarball, name)
+        return {"object": name, "md5": blob.md5_hash, "crc32c": blob.crc32c, "generation": blob.generation,
+                "bytes": blob.size, "backend": "gcs", "download": f"gs://{self.cfg.bucket}/{name}",
+                "link": blob.self_link or ""}
+
+    def _upload(self, tarball: Path, name: str):
         bucket = self.gcs.bucket(self.cfg.bucket)
         size = tarball.stat().st_size
         blob = bucket.blob(name, chunk_size=RESUMABLE_ABOVE if size > RESUMABLE_ABOVE else None)
@@ -156,24 +159,32 @@ class Store:
         self.bq.create_table(bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.bq_retry)
         self._table_ready = True
 
-    def has_row(self, accession: str) -> bool:
+    def existing(self, accessions: list[str]) -> set[str]:
+        """Which of these coded accessions have a row already (one query)."""
         job = self.bq.query(
-            f"SELECT COUNT(*) AS n FROM `{self.table_id}` WHERE CodedAccessionNumberID = @accession",
+            f"SELECT CodedAccessionNumberID FROM `{self.table_id}` WHERE CodedAccessionNumberID IN UNNEST(@ids)",
             job_config=bigquery.QueryJobConfig(
-                query_parameters=[bigquery.ScalarQueryParameter("accession", "STRING", accession)]
+                query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", accessions)]
             ),
             retry=self.bq_retry,
         )
-        return next(iter(job.result(retry=self.bq_retry)))["n"] > 0
+        return {r["CodedAccessionNumberID"] for r in job.result(retry=self.bq_retry)}
 
-    def insert_row(self, row: dict) -> None:
-        """Insert one row keyed by the coded accession, unless it is there already."""
-        self.ensure_table()
-        accession = row["CodedAccessionNumberID"]
-        if self.has_row(accession):
-            return
-        values = dict(row, UploadTime=dt.datetime.now(dt.timezone.utc).isoformat())
-        values["DicomHeader"] = json.dumps(values.get("DicomHeader", {}), sort_keys=True)
-        errors = self.bq.insert_rows_json(self.table_id, [values], row_ids=[accession], retry=self.bq_retry)
+    def insert_rows(self, rows: list[dict]) -> None:
+        """Insert the rows whose coded accession is not in the table yet, in one streaming insert.
+
+        The accession is also each row's ``insertId``, so that BigQuery drops a
+        row that a retried request sends twice.
+        """
+        with self.explained():
+            self.ensure_table()
+            there = self.existing([r["CodedAccessionNumberID"] for r in rows])
+            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            new = [dict(r, UploadTime=now, DicomHeader=json.dumps(r.get("DicomHeader", {}), sort_keys=True))
+                   for r in rows if r["CodedAccessionNumberID"] not in there]
+            if not new:
+                return
+            errors = self.bq.insert_rows_json(self.table_id, new, row_ids=[r["CodedAccessionNumberID"] for r in new],
+                                              retry=self.bq_retry)
         if errors:
-            raise BatchError(f"BigQuery refused the metadata row: {errors[0].get('errors')}")
+            raise BatchError(f"BigQuery refused {len(errors)} of {len(new)} metadata rows: {errors[0].get('errors')}")

@@ -31,18 +31,16 @@ class Store:
         self.root = config.storage.get().local_path()
         self.table = self.root / "metadata.sqlite"
 
-    def put_study(self, tarball: Path, result: dict) -> dict:
+    def put_object(self, tarball: Path, result: dict) -> dict:
         name = object_name(result)
         target = self.root / name
-        md5 = self.put_object(tarball, target)
-        row = dict(result["row"])
-        row["storage_download"] = target.as_uri()
-        row["storage_metadataLink"] = f"{self.table.as_uri()}#dicom/{row['CodedAccessionNumberID']}"
-        self.insert_row(row)
-        return {"object": name, "md5": md5, "bytes": tarball.stat().st_size, "backend": "local"}
+        md5 = self.copy_object(tarball, target)
+        return {"object": name, "md5": md5, "bytes": tarball.stat().st_size, "backend": "local",
+                "download": target.as_uri(),
+                "link": f"{self.table.as_uri()}#dicom/{result['row']['CodedAccessionNumberID']}"}
 
     @staticmethod
-    def put_object(source: Path, target: Path) -> str:
+    def copy_object(source: Path, target: Path) -> str:
         """Copy ``source`` to ``target`` atomically; never replace different bytes."""
         md5 = md5_of(source)
         if target.exists():
@@ -63,18 +61,23 @@ class Store:
             tmp.unlink(missing_ok=True)
         return md5
 
-    def insert_row(self, row: dict) -> None:
-        """Insert one row keyed by the coded accession; a second insert is ignored."""
-        values = dict(row, UploadTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        values["DicomHeader"] = json.dumps(values.get("DicomHeader", {}), sort_keys=True)
+    def insert_rows(self, rows: list[dict]) -> None:
+        """Insert rows keyed by the coded accession, in one transaction; a row already there is kept."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        values = []
+        for row in rows:
+            row = dict(row, UploadTime=now, DicomHeader=json.dumps(row.get("DicomHeader", {}), sort_keys=True))
+            values.append([row.get(c, "") for c in COLUMNS])
         self.root.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.table, timeout=120, isolation_level=None)
+        db = sqlite3.connect(self.table, timeout=120)
         try:
-            db.execute(f"CREATE TABLE IF NOT EXISTS dicom ({', '.join(COLUMNS)}, PRIMARY KEY (CodedAccessionNumberID))")
-            db.execute(
-                f"INSERT OR IGNORE INTO dicom ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                [values.get(c, "") for c in COLUMNS],
-            )
+            with db:  # one transaction: all of these rows or none
+                db.execute(f"CREATE TABLE IF NOT EXISTS dicom ({', '.join(COLUMNS)}, "
+                           "PRIMARY KEY (CodedAccessionNumberID))")
+                db.executemany(
+                    f"INSERT OR IGNORE INTO dicom ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                    values,
+                )
         finally:
             db.close()
 
