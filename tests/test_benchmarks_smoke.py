@@ -16,6 +16,6 @@ def test_every_benchmark_runs_and_writes_its_table(tmp_path):
     text = out.read_text()
     assert "Smoke run on tiny data" in text
     for heading in ("De-identification throughput", "End-to-end ProcessAll", "Scheduler scale", "Memory",
-                    "Upload to the emulators", "DASHER"):
+                    "Upload to the emulators", "Metadata rows to BigQuery", "DASHER"):
         assert f"{heading}" in text
     assert text.count("| ") > 20
