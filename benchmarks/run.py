@@ -197,7 +197,7 @@ What is left: Luigi runs each task in a new forked process when `--workers` > 1,
 a fork, a cold per-process cache (the recipe's per-layout plans are compiled again, about 40 ms an
 Anonymize task) and some contention with Luigi's own process (task time rises about 4 %); about 1 s of
 start-up (Python and imports) and the upload/metrics tail do not parallelise. Together they hold
-scaling near 1.76x against the 1.8x goal. Warming the plans in the parent before the fork was tried:
+scaling at 1.76-1.78x against the 1.8x goal. Warming the plans in the parent before the fork was tried:
 it saved about 0.15 s of 11 s, not enough to justify sharing compiled plans between processes.
 Scheduling 10,000 batches of real work costs about 6-8 ms a batch, under 10 % of the work once a
 batch holds more than a few files; for empty batches it is, of course, all of the time.
