@@ -65,6 +65,10 @@ class Batch:
     def uploaded_file(self) -> Path:
         return self.dir / "uploaded.json"
 
+    @property
+    def upload_error_file(self) -> Path:
+        return self.dir / "upload_error.json"
+
     def folder(self) -> Path:
         """The input folder this batch reads (PHI: never log it)."""
         return Path(read_json(self.source_file)["folder"])

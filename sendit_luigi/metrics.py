@@ -52,7 +52,7 @@ def batch_row(key: str) -> dict:
         ),
     )
     stages = dict(result["stages"])
-    upload_error = read_json_or_none(b.dir / "upload_error.json")
+    upload_error = read_json_or_none(b.upload_error_file)
     if upload_error and state == "done processing":
         row["error"] = f"upload failed: {upload_error['error']}"
     uploaded = read_json_or_none(b.uploaded_file)

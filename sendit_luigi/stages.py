@@ -263,7 +263,7 @@ def upload(group: list[Batch], store) -> list[str]:
     failed: list[str] = []
 
     def fail(b: Batch, exc: Exception) -> None:
-        write_json(b.dir / "upload_error.json", {"error": redact(describe(exc)), "at": time.time()})
+        write_json(b.upload_error_file, {"error": redact(describe(exc)), "at": time.time()})
         log.error("batch %s: upload failed: %s", b.key, redact(str(exc)))
         failed.append(b.key)
 
@@ -291,6 +291,6 @@ def upload(group: list[Batch], store) -> list[str]:
         stage = {"start": put["start"], "end": insert["end"],
                  "seconds": round(put["seconds"] + insert["seconds"] / len(placed), 3)}
         write_json(b.uploaded_file, {**record, "stage": stage})
-        (b.dir / "upload_error.json").unlink(missing_ok=True)
+        b.upload_error_file.unlink(missing_ok=True)
         log.info("batch %s: uploaded", b.key)
     return failed

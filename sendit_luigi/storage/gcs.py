@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import json
 from pathlib import Path
 
 from google.api_core import exceptions
@@ -180,8 +179,7 @@ class Store:
             self.ensure_table()
             there = self.existing([r["CodedAccessionNumberID"] for r in rows])
             now = dt.datetime.now(dt.timezone.utc).isoformat()
-            new = [dict(r, UploadTime=now, DicomHeader=json.dumps(r.get("DicomHeader", {}), sort_keys=True))
-                   for r in rows if r["CodedAccessionNumberID"] not in there]
+            new = [dict(r, UploadTime=now) for r in rows if r["CodedAccessionNumberID"] not in there]
             if not new:
                 return
             errors = self.bq.insert_rows_json(self.table_id, new, row_ids=[r["CodedAccessionNumberID"] for r in new],

@@ -8,7 +8,6 @@ the BigQuery table.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -64,10 +63,7 @@ class Store:
     def insert_rows(self, rows: list[dict]) -> None:
         """Insert rows keyed by the coded accession, in one transaction; a row already there is kept."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        values = []
-        for row in rows:
-            row = dict(row, UploadTime=now, DicomHeader=json.dumps(row.get("DicomHeader", {}), sort_keys=True))
-            values.append([row.get(c, "") for c in COLUMNS])
+        values = [[dict(row, UploadTime=now).get(c, "") for c in COLUMNS] for row in rows]
         self.root.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.table, timeout=120)
         try:
