@@ -10,6 +10,7 @@ import time
 import yaml
 
 from conftest import REPO, Pipeline, make_study, tree_digest
+from dasher_server import DasherServer
 
 
 def add_studies(pipe: Pipeline, count: int, files: int):
@@ -49,14 +50,19 @@ def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
             assert value not in text
 
 
-def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe, luigid):
-    add_studies(pipe, 12, 25)  # enough work that the second process gets some before the first is done
+def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe, luigid, tmp_path):
+    add_studies(pipe, 12, 5)
     pipe.settings["sendit.group_size"] = "1"
     pipe.settings["retcode.already_running"] = "0"  # as in docker/luigi.cfg: sharing the work is normal
-    # On one host, a second luigi process needs --no-lock (Luigi's per-host lock); on two hosts it does not.
-    first = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
-    second = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
-    assert first.wait(300) == 0 and second.wait(300) == 0
+    # Each DASHER call takes 0.3 s, so one process alone needs over 3 s for stage 2: the second one,
+    # a second or so behind it, always finds work left, however fast the machine is.
+    with DasherServer(latency=0.3) as server:
+        pipe.settings.update({"identifiers.backend": "dasher", "dasher.base_url": server.base,
+                              "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json"))})
+        # On one host, a second luigi process needs --no-lock (Luigi's per-host lock); on two hosts it does not.
+        first = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
+        second = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
+        assert first.wait(300) == 0 and second.wait(300) == 0
     ran = []  # per worker process: the batch keys whose Anonymize it ran
     for log in sorted(pipe.root.glob("run-*.log")):
         found = re.findall(r"\) done +Anonymize\(key=([0-9a-f,]+)\)", log.read_text())
