@@ -15,6 +15,8 @@ KILL_POINTS = {
     "reading headers": lambda work: any(work.glob("batches/*/headers.json")),
     "writing a tarball": lambda work: any(work.glob("batches/*/study.tar.gz-luigi-tmp-*")),
     "uploading": lambda work: any(work.glob("batches/*/uploaded.json")),
+    # a tarball is in the bucket while its group's rows are not inserted yet
+    "between tarball and row": lambda work: any((work.parent / "bucket").rglob("*.tar.gz")),
 }
 
 
