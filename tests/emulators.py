@@ -137,7 +137,7 @@ class FaultyProxy:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlparse
 
-        self.faults, self.status, self.seen, self.failed = faults, status, 0, 0
+        self.faults, self.status, self.failed = faults, status, 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         target = urlparse(upstream)
         proxy = self
@@ -148,7 +148,6 @@ class FaultyProxy:
 
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                proxy.seen += 1
                 proxy.requests.append((self.command, self.path))
                 if proxy.failed < proxy.faults:
                     proxy.failed += 1
@@ -177,6 +176,10 @@ class FaultyProxy:
         self.endpoint = f"http://{self.address}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    @property
+    def seen(self) -> int:
+        return len(self.requests)
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -38,6 +38,13 @@ class Cloud:
     def blobs(self) -> dict:
         return {b.name: b for b in self.gcs.list_blobs(self.bucket)}
 
+    def plant_other_bytes(self, batch_dir) -> str:
+        """Put somebody else's bytes where the batch's tarball will go; return the object name."""
+        result = json.loads((batch_dir / "result.json").read_text())
+        name = f"Collection/{self.collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
+        self.gcs.bucket(self.bucket).blob(name).upload_from_string(b"somebody else's bytes")
+        return name
+
     def rows(self) -> list[dict]:
         table = f"test-project.{self.collection}.dicom"
         return [dict(r) for r in self.bq.list_rows(table)]
@@ -145,9 +152,7 @@ def test_an_object_with_other_bytes_is_never_overwritten(gcs_pipe):
     pipe.add(make_study(1), files=1)
     assert pipe.run(task="ProcessBatches").code == 0
     [batch_dir] = pipe.batch_dirs().values()
-    result = json.loads((batch_dir / "result.json").read_text())
-    name = f"Collection/{c.collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
-    c.gcs.bucket(c.bucket).blob(name).upload_from_string(b"somebody else's bytes")
+    name = c.plant_other_bytes(batch_dir)
     run = pipe.run()
     assert run.code != 0
     assert c.gcs.bucket(c.bucket).blob(name).download_as_bytes() == b"somebody else's bytes"
@@ -181,9 +186,8 @@ def test_one_object_that_cannot_go_up_does_not_hold_back_the_others_in_its_group
         pipe.add(make_study(n), files=1)
     assert pipe.run(task="ProcessBatches").code == 0
     dirs = list(pipe.batch_dirs().values())
+    c.plant_other_bytes(dirs[0])
     result = json.loads((dirs[0] / "result.json").read_text())
-    name = f"Collection/{c.collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
-    c.gcs.bucket(c.bucket).blob(name).upload_from_string(b"somebody else's bytes")
     run = pipe.run()
     assert run.code != 0
     assert "different bytes" in json.loads((dirs[0] / "upload_error.json").read_text())["error"]
