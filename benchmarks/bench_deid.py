@@ -18,36 +18,43 @@ from pathlib import Path
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from sendit_luigi.deidentify import Context, LeakCheck, Recipe, pack_study, remove_private, shift_date, uid_remapper
+from sendit_luigi import config
+from sendit_luigi.deidentify import Context, LeakCheck, Profile, Recipe, pack_study, shift_date, uid_remapper
 from sendit_luigi.headers import extract_headers
 from sendit_luigi.workdir import Keyed
 
 RECIPE = Path(__file__).resolve().parent.parent / "sendit_luigi" / "recipes" / "sendit.dicom"
 
 
+def default_recipe(filters: tuple[str, ...] = ("burned_in",)) -> Recipe:
+    """The shipped recipe with the default profile options, as the pipeline builds it."""
+    profile = Profile(config.DEFAULT_TABLE, frozenset(config.split(config.PROFILE_OPTIONS)),
+                      frozenset(config.split(config.DESCRIPTORS)))
+    return Recipe(RECIPE, profile, frozenset(), filters)
+
+
 def ours(folder: Path, work: Path, recipe: Recipe | None = None) -> tuple[float, int]:
-    recipe = recipe or Recipe(RECIPE, frozenset(), ("burned_in",))
+    recipe = recipe or default_recipe()
     start = time.perf_counter()
-    headers = extract_headers(folder, recipe.quarantine_reason)
+    headers = extract_headers(folder, [], recipe.profile, recipe.quarantine_reason)
     jitter = -11
     ctx = Context({"patient_id": "PBENCH", "accession": "ABENCH", "jitter": jitter}, jitter,
                   uid_remapper(Keyed(b"b" * 64), "2.25."))
     shifted = {shift_date(v, jitter, "DA") for v in headers["phi"] if len(v) == 8 and v.isdigit()}
     leak = LeakCheck(headers["phi"], allowed=shifted)
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
-    result = pack_study(folder, good, recipe, ctx, leak, work / "study.tar.gz", work / "scratch", 1)
+    result = pack_study(folder, [], good, recipe, ctx, leak, work / "study.tar.gz", work / "scratch", 1)
     return time.perf_counter() - start, result.packed
 
 
 def floor_ops(paths: list[Path]) -> list[list]:
     """Per file: the private tags and the (path, action) our recipe would apply, computed untimed."""
-    recipe = Recipe(RECIPE)
+    recipe = default_recipe(())
     plans = []
     for path in paths:
         ds = pydicom.dcmread(path)
-        private = [e.tag for e in ds if e.tag.is_private]
-        remove_private(ds, frozenset())
-        plans.append([private, [(p, a) for p, a, _ in recipe.plan(ds)]])
+        private = [e.tag for e in ds if e.tag.is_private or e.tag.group == 0]
+        plans.append([private, [(p, a) for p, a, _ in recipe.plan(ds)]])  # plan() removes them on the way
     return plans
 
 
@@ -67,11 +74,11 @@ def floor(paths: list[Path], work: Path) -> float:
                 parent = parent[p[i]].value[p[i + 1]]
             if p[-1] not in parent:
                 continue
-            if action == "REMOVE":
+            if action in ("REMOVE", "remove"):
                 del parent[p[-1]]
             else:
                 elem = parent[p[-1]]
-                elem.value = None if action == "BLANK" else CONSTANT.get(elem.VR, "X")
+                elem.value = None if action in ("BLANK", "blank") or elem.VR == "SQ" else CONSTANT.get(elem.VR, "X")
         for keyword in ("PatientIdentityRemoved", "DeidentificationMethod", "LongitudinalTemporalInformationModified"):
             tag = tag_for_keyword(keyword)
             ds.add_new(tag, dictionary_VR(tag), "X")
@@ -108,7 +115,7 @@ def run(folder: Path, naive_limit: int = 60) -> dict:
         shutil.copy(path, warm / path.name)
     try:
         # Warm-up (imports, first-use caches) for each contender, untimed: steady state is compared.
-        recipe = Recipe(RECIPE, frozenset(), ("burned_in",))
+        recipe = default_recipe()
         ours(warm, work, recipe)
         floor(paths[:3], work)
         naive(paths, work, 2)

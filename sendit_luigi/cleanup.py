@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batches import batch, status
-from .headers import walk_files
+from .inputs import walk_files
 from .workdir import read_json, write_json
 
 REMOVABLE = ("headers.json", "identifiers.json", "study.tar.gz")

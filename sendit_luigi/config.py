@@ -11,6 +11,7 @@ which is how Luigi maps a section to a ``Config`` class.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import luigi
@@ -40,7 +41,7 @@ class alerts(Section):  # noqa: N801
     on_batch_error = luigi.BoolParameter(default=True, description="Also alert when a batch ends in error.")
 
     def recipients(self) -> list[str]:
-        return [r.strip() for r in self.receiver.split(",") if r.strip()]
+        return list(split(self.receiver))
 
 
 def reset() -> None:
@@ -89,7 +90,11 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
     )
 
     def input_paths(self) -> list[Path]:
-        return [Path(p.strip()).expanduser() for p in self.input_folders.split(",") if p.strip()]
+        return [Path(p).expanduser() for p in split(self.input_folders)]
+
+    def input_roots(self) -> list[Path]:
+        """The input folders with links resolved: nothing outside them is ever read."""
+        return [Path(os.path.realpath(p)) for p in self.input_paths()]
 
     def work_path(self) -> Path:
         return Path(self.work_dir).expanduser().absolute()
@@ -103,7 +108,7 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
         return Path(__file__).parent / "recipes" / "sendit.dicom"
 
     def suffixes(self) -> tuple[str, ...]:
-        return tuple(s.strip() for s in self.skip_suffixes.split(",") if s.strip())
+        return split(self.skip_suffixes)
 
 
 class identifiers(Section):  # noqa: N801
@@ -136,6 +141,26 @@ class dasher(Section):  # noqa: N801 - Luigi maps the class name to [dasher]
     backoff = luigi.FloatParameter(default=1.0, description="First wait between attempts; doubles each time.")
 
 
+DEFAULT_TABLE = Path(__file__).parent / "deidentify" / "tables" / "ps315_2026d.json"
+# Technical descriptors kept (cleaned of the batch's identifying values) under the Clean
+# Descriptors option; every other descriptor is handled as the profile says (mostly removed).
+DESCRIPTORS = (
+    "StudyDescription,SeriesDescription,ProtocolName,PerformedProcedureStepDescription,"
+    "RequestedProcedureDescription,ScheduledProcedureStepDescription,AcquisitionDeviceProcessingDescription,"
+    "DerivationDescription,ContrastBolusAgent,RequestedContrastAgent,ROIName,ROIObservationLabel,"
+    "StructureSetLabel,RTPlanLabel,RTPlanName"
+)
+
+
+# The PS3.15 options in force unless luigi.cfg says otherwise (the table's option column names).
+PROFILE_OPTIONS = "retain_longitudinal_modified_dates,retain_patient_characteristics,clean_descriptors"
+
+
+def split(text: str) -> tuple[str, ...]:
+    """A comma-separated setting as its non-empty, stripped parts."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 class deid(Section):  # noqa: N801
     """De-identification details that are not per-tag policy (that lives in the recipe)."""
 
@@ -152,12 +177,35 @@ class deid(Section):  # noqa: N801
         default="burned_in",
         description="Comma-separated %filter sections of the recipe to apply; a flagged file is quarantined.",
     )
+    profile_table = luigi.Parameter(
+        default="",
+        description="DICOM PS3.15 Table E.1-1 as data. Default: the edition shipped in sendit_luigi/deidentify/tables/.",
+    )
+    profile_options = luigi.Parameter(
+        default=PROFILE_OPTIONS,
+        description="Comma-separated PS3.15 options in force (the table's option columns); the others are off.",
+    )
+    clean_descriptors = luigi.Parameter(
+        default=DESCRIPTORS,
+        description="With the clean_descriptors option: the descriptors kept after cleaning (DICOM keywords).",
+    )
 
     def filters(self) -> tuple[str, ...]:
-        return tuple(s.strip() for s in self.quarantine_filters.split(",") if s.strip())
+        return split(self.quarantine_filters)
 
     def private_allow(self) -> frozenset[str]:
-        return frozenset(s.strip() for s in self.keep_private_creators.split(",") if s.strip())
+        return frozenset(split(self.keep_private_creators))
+
+    def options(self) -> frozenset[str]:
+        return frozenset(split(self.profile_options))
+
+    def descriptors(self) -> frozenset[str]:
+        return frozenset(split(self.clean_descriptors))
+
+    def table_path(self) -> Path:
+        if self.profile_table:
+            return Path(self.profile_table).expanduser()
+        return DEFAULT_TABLE
 
 
 class storage(Section):  # noqa: N801

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import config
 from .batches import batch, scan, status, upload_settled
-from .headers import walk_files
+from .inputs import walk_files
 from .storage import object_name
 from .workdir import Keyed, _parse_secret
 

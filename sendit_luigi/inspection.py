@@ -12,7 +12,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from .deidentify import Recipe
-from .headers import read_dicom, walk_files
+from .inputs import read_dicom, walk_files
 
 KINDS = {
     "var:patient_id": "the coded patient id",
@@ -21,13 +21,25 @@ KINDS = {
 }
 
 
+PROFILE_WORDS = {
+    "remove": "remove (profile X)",
+    "blank": "empty (profile Z)",
+    "dummy": "dummy value (profile D)",
+    "remap": "new consistent UID (profile U)",
+    "shift": "shift by the patient's date shift (option)",
+    "clean": "keep, cleaned of identifying values (option)",
+}
+
+
 def describe_action(action: str, value: str | None) -> str:
+    if action in PROFILE_WORDS:
+        return PROFILE_WORDS[action]
     if action == "REMOVE":
-        return "remove"
+        return "remove (recipe)"
     if action == "BLANK":
-        return "blank"
+        return "blank (recipe)"
     if action == "JITTER":
-        return "shift by the patient's date shift"
+        return "shift by the patient's date shift (recipe)"
     if action == "REPLACE":
         return "replace with " + KINDS.get(value or "", f"'{value}'")
     return action.lower()
@@ -56,12 +68,16 @@ def inspect(folder: Path, recipe: Recipe) -> str:
     sample, lines = None, []
     for path in files:
         try:
-            sample = read_dicom(path)
+            sample = read_dicom(path, [])[0]
             break
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - not a readable DICOM file: try the next
             continue
     if sample is None:
         return f"no readable DICOM file among the {len(files)} files of this folder"
+    profile = recipe.profile
+    lines.append(f"profile: DICOM PS3.15 {profile.edition} Basic Application Level Confidentiality Profile")
+    lines.append(f"options in force: {', '.join(sorted(profile.options)) or 'none'}")
+    lines.append(f"recipe: {recipe.name}, hash {recipe.hash}")
     lines.append(f"sample file {files.index(path) + 1} of {len(files)}; values are redacted")
     before = list(elements(sample))
     private = {p for p, _, e in before if e.tag.is_private}
@@ -76,7 +92,7 @@ def inspect(folder: Path, recipe: Recipe) -> str:
             action = "keep (allowed private block)" if path in allowed else "remove (private tag)"
         elif path in ops:
             action = describe_action(*ops[path])
-            if ops[path][0] in ("REMOVE", "BLANK"):
+            if ops[path][0] in ("REMOVE", "BLANK", "remove", "blank") or elem.VR == "SQ":
                 gone.append(path)
         else:
             action = "keep"
@@ -84,15 +100,17 @@ def inspect(folder: Path, recipe: Recipe) -> str:
         lines.append(f"{indent}{elem.tag} {name:<36} {elem.VR:<2} {action:<44} {placeholder(elem)}")
     for add in recipe.additions:
         lines.append(f"add {add['field']} = {add.get('value')!r}")
+    lines.append("added: PatientIdentityRemoved, DeidentificationMethod, DeidentificationMethodCodeSequence "
+                 "(the profile and each option in force), LongitudinalTemporalInformationModified")
     lines.append("file meta: rebuilt (MediaStorageSOPInstanceUID follows the new SOPInstanceUID)")
     flagged = []
-    for path in files:
+    for number, path in enumerate(files, start=1):
         try:
-            reason = recipe.quarantine_reason(read_dicom(path))
-        except (OSError, ValueError):
+            reason = recipe.quarantine_reason(read_dicom(path, [])[0])
+        except Exception:  # noqa: BLE001 - not readable: not quarantined either
             continue
         if reason:
-            flagged.append(f"  {path.relative_to(folder)}: {reason}")
+            flagged.append(f"  file {number}: {reason}")
     lines.append(f"quarantine: {len(flagged)} of {len(files)} files" + (":" if flagged else ""))
     lines += flagged
     return "\n".join(lines)

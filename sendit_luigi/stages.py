@@ -26,8 +26,18 @@ from pathlib import Path
 
 from . import alerts, config
 from .batches import Batch
-from .deidentify import Context, LeakCheck, Recipe, pack_study, shift_date, uid_remapper
-from .errors import BatchError, describe, redact
+from .deidentify import (
+    Context,
+    InputChanged,
+    LeakCheck,
+    Profile,
+    Recipe,
+    TarballBroken,
+    pack_study,
+    shift_date,
+    uid_remapper,
+)
+from .errors import BatchError, TaskFailed, describe, file_error, redact
 from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
 from .storage import metadata_row
@@ -51,7 +61,9 @@ def _timing(start: float) -> dict:
 def extract(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     sweep_temporaries(b.dir)
-    headers = extract_headers(b.folder(), recipe().quarantine_reason, progress)
+    rules = recipe()
+    headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.quarantine_reason,
+                              progress)
     write_json(b.headers_file, headers)
     good = sum("error" not in f for f in headers["files"])
     log.info("batch %s: headers read, %d of %d files readable", b.key, good, len(headers["files"]))
@@ -63,7 +75,7 @@ def extract(b: Batch, progress: Progress | None = None) -> dict:
 
 def study_request(b: Batch, headers: dict) -> StudyRequest:
     """What to ask the identifiers backend for this batch; ``BatchError`` if it cannot be asked."""
-    files = [f for f in headers["files"] if "error" not in f]
+    files = [f for f in headers["files"] if "error" not in f and "skipped" not in f]
     try:
         patient_id = single_value(files, "patient_id")
         accession = single_value(files, "accession")
@@ -126,15 +138,17 @@ def assign(group: list[Batch]) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_recipe(path: Path, keep_private_creators: frozenset[str], filters: tuple[str, ...]) -> Recipe:
+def load_recipe(path: Path, profile: Profile, keep_private_creators: frozenset[str],
+                filters: tuple[str, ...]) -> Recipe:
     """A recipe, parsed once per process."""
-    return Recipe(path, keep_private_creators, filters)
+    return Recipe(path, profile, keep_private_creators, filters)
 
 
 def recipe() -> Recipe:
-    """The configured recipe."""
+    """The configured recipe: the profile's table with the options in force, and the recipe file."""
     cfg = config.deid.get()
-    return load_recipe(config.sendit.get().recipe_path(), cfg.private_allow(), cfg.filters())
+    profile = Profile(cfg.table_path(), cfg.options(), cfg.descriptors())
+    return load_recipe(config.sendit.get().recipe_path(), profile, cfg.private_allow(), cfg.filters())
 
 
 @functools.lru_cache(maxsize=1)
@@ -142,7 +156,7 @@ def _keyed(secret_path: Path) -> Keyed:
     return Keyed(load_secret(secret_path))
 
 
-class NotEnoughSpace(Exception):
+class NotEnoughSpace(TaskFailed):
     """A batch does not start: the work disk would drop below ``[sendit] min_free_gb``."""
 
 
@@ -167,13 +181,16 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     headers = read_json(b.headers_file)
     check_space(b, headers["bytes_in"])  # the tarball is at most about the input's size
     ids = read_json(b.identifiers_file)
+    files = headers["files"]
     result = {
         "key": b.key,
-        "files": len(headers["files"]),
+        "files": len(files),
         "bytes_in": headers["bytes_in"],
         "bytes_out": 0,
-        "errors": [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f],
-        "quarantine": [{"file": f["path"], "reason": f["quarantine"]} for f in headers["files"] if "quarantine" in f],
+        "errors": [{"file": f["index"], "error": f["error"]} for f in files if "error" in f],
+        "quarantine": [{"file": f["index"], "reason": f["quarantine"]} for f in files if "quarantine" in f],
+        "skipped": [{"file": f["index"], "reason": f["skipped"]} for f in files if "skipped" in f],
+        "recipe_hash": recipe().hash,
         "stages": {"headers": headers["stage"], "identifiers": ids["stage"]},
     }
     if headers["status"] != "ok":
@@ -181,7 +198,16 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     elif ids["status"] != "ok":
         result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False), at=time.time())
     else:
-        result.update(_pack(b, headers, ids, progress))
+        try:
+            result.update(_pack(b, headers, ids, progress))
+        except InputChanged:  # read again from stage 1 at the next run
+            b.headers_file.unlink(missing_ok=True)
+            b.identifiers_file.unlink(missing_ok=True)
+            result.update(status="error", retryable=True, at=time.time(),
+                          error="an input file changed after its header was read; the batch is read again at the next run")
+        except (OSError, TarballBroken) as exc:
+            text = str(exc) if isinstance(exc, TarballBroken) else f"could not write the study tarball: {file_error(exc)}"
+            result.update(status="error", retryable=True, at=time.time(), error=f"{text}; tried again at the next run")
     result["files_error"] = len(result["errors"])
     result["stages"]["anonymize"] = _timing(start)
     if result["status"] != "done":
@@ -206,23 +232,23 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     if not folder.is_dir():
         return {"status": "error", "retryable": True, "at": time.time(),
                 "error": "the batch folder disappeared during the run; it is tried again when it is back"}
-    good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
+    good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f and "skipped" not in f]
     if not good:
-        return {"status": "error", "error": "every readable file is quarantined; nothing to pack"}
+        return {"status": "error", "error": "every readable file is quarantined or skipped; nothing to pack"}
     phi = headers["phi"]
     # An original date that equals some shifted date of this batch is no leak.
     shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
     leak = LeakCheck(phi, allowed=shifted)
-    packed = pack_study(folder, good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm", cfg.compress_level,
-                        progress)
-    errors = [{"file": f["path"], "error": f["error"]} for f in headers["files"] if "error" in f]
-    errors += [
-        {"file": r["path"], "error": redact(r["error"], str(folder), phi)} for r in packed.files if "error" in r
-    ]
-    errors.sort(key=lambda e: e["file"])
+    packed = pack_study(folder, cfg.input_roots(), good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm",
+                        cfg.compress_level, progress)
+    errors = [{"file": f["index"], "error": f["error"]} for f in headers["files"] if "error" in f]
+    errors += [{"file": r["file"], "error": r["error"]} for r in packed.files if "error" in r]
+    errors.sort(key=lambda e: int(e["file"].split()[-1]))
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
-    study_date = shift_date(study_date_of(good), jitter, "DA") or "00000000"
+    dates = recipe().profile.longitudinal()  # what the files' dates are: MODIFIED, UNMODIFIED or REMOVED
+    original = study_date_of(good)
+    study_date = {"MODIFIED": shift_date(original, jitter, "DA"), "UNMODIFIED": original}.get(dates) or "00000000"
     header = packed.header
     row = {
         "CodedPatientID": ids["patient"],

@@ -29,18 +29,55 @@ tries those batches again.
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
+import traceback
 
 import luigi
 
 from . import alerts, batches, config, dryrun, metrics, stages  # noqa: F401 - alerts registers its handler
+from .errors import TaskFailed, describe
 from .identifiers import backend_module
 from .storage import check_settings, get_store
 from .workdir import write_bytes
 
 
-class BatchTask(luigi.Task):
+class Reported:
+    """Mixed into every task: a failure is told in our words, never a library's.
+
+    Luigi logs a failed task's traceback, sends ``on_failure``'s text to luigid
+    (its error page and state file) and to the failure mail. A library's message
+    can quote a header value or a path, so any exception that leaves a task's
+    ``run`` is replaced by a ``TaskFailed`` that names the task, the kind of
+    error and where in this package it happened.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            cls.run = _reported(cls.__dict__["run"])
+
+    def on_failure(self, exception: BaseException) -> str:
+        return describe(exception)
+
+
+def _reported(run):
+    @functools.wraps(run)
+    def wrapper(self):
+        try:
+            return run(self)
+        except TaskFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised in our words
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if "sendit_luigi" in f.filename]
+            where = f" at {frames[-1].filename.rsplit('sendit_luigi', 1)[-1].lstrip('/')}:{frames[-1].lineno}" if frames else ""
+            raise TaskFailed(f"{self.get_task_family()} failed: {describe(exc)}{where}") from None
+
+    return wrapper
+
+
+class BatchTask(Reported, luigi.Task):
     """One stage for one batch, or for a group of batches when Luigi batches them."""
 
     key = luigi.Parameter(
@@ -130,7 +167,7 @@ class Anonymize(BatchTask):
             raise stages.NotEnoughSpace(f"{len(short)} of {len(group)} batches not started: {short[0]}")
 
 
-class ProcessBatches(luigi.WrapperTask):
+class ProcessBatches(Reported, luigi.WrapperTask):
     """Every batch found in the input folders, processed (done, empty or error).
 
     With ``max_batches`` (sendit's ``start_queue --number N``), only the first N
@@ -156,7 +193,7 @@ class ProcessBatches(luigi.WrapperTask):
         return [Anonymize(k) for k in self.keys()]
 
 
-class UploadShard(luigi.Task):
+class UploadShard(Reported, luigi.Task):
     """Upload the done batches whose key falls in this shard (``hash(key) % shards``)."""
 
     shard = luigi.IntParameter()
@@ -188,10 +225,10 @@ class UploadShard(luigi.Task):
         self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
         self.set_progress_percentage(100)
         if failed:
-            raise RuntimeError(f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry")
+            raise TaskFailed(f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry")
 
 
-class UploadAll(luigi.WrapperTask):
+class UploadAll(Reported, luigi.WrapperTask):
     """The upload, split into ``[upload] workers`` shards that Luigi runs in parallel."""
 
     max_batches = luigi.IntParameter(default=0)
@@ -201,7 +238,7 @@ class UploadAll(luigi.WrapperTask):
         return [UploadShard(shard=i, shards=n, max_batches=self.max_batches) for i in range(n)]
 
 
-class ExportMetrics(luigi.Task):
+class ExportMetrics(Reported, luigi.Task):
     """``<work_dir>/metrics.csv``: one row per batch (all found, done or not). Rewritten only when it would change."""
 
     max_batches = luigi.IntParameter(default=0)
@@ -230,7 +267,7 @@ class ExportMetrics(luigi.Task):
         stages.log.info("metrics: %s", summary)
 
 
-class ProcessAll(luigi.WrapperTask):
+class ProcessAll(Reported, luigi.WrapperTask):
     """Everything: process all batches, upload them, export the metrics.
 
     ``--max-batches N`` takes only the next N batches not yet done.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import config
 from .batches import batch, keyed, scan, upload_settled
-from .headers import walk_files
+from .inputs import walk_files
 from .workdir import private_dir, write_json
 
 log = logging.getLogger("sendit_luigi")

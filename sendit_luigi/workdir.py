@@ -15,7 +15,7 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,16 +46,21 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, verify: Callable[[Path], None] | None = None) -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` only if the block finishes without error.
 
     Luigi's atomic ``LocalTarget`` writer: the bytes go to ``<path>-luigi-tmp-N``
     (mode 0600), which is renamed over ``path`` on success and deleted on error.
+    ``verify``, if given, reads the finished temporary file and raises if it is
+    not whole; then nothing is renamed.
     """
     fh = luigi.LocalTarget(str(path), format=luigi.format.Nop).open("wb")
     os.chmod(fh.tmp_path, PRIVATE_FILE)
     try:
         yield fh
+        if verify is not None:
+            fh.flush()
+            verify(Path(fh.tmp_path))
     except BaseException:
         fh.raw.close()
         if os.path.exists(fh.tmp_path):

@@ -22,9 +22,23 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from sendit_luigi import config
+from sendit_luigi.deidentify import Profile, Recipe
 from sendit_luigi.sample_data import Study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "sendit_luigi" / "recipes" / "sendit.dicom"
+
+
+def default_profile(options: str = config.PROFILE_OPTIONS) -> Profile:
+    """The profile with the shipped table, the default options and descriptor list."""
+    return Profile(config.DEFAULT_TABLE, frozenset(config.split(options)), frozenset(config.split(config.DESCRIPTORS)))
+
+
+def recipe_for(path: Path = RECIPE, keep_private: frozenset[str] = frozenset(), filters: tuple[str, ...] = (),
+               options: str = config.PROFILE_OPTIONS) -> Recipe:
+    """A recipe as the pipeline builds it, with the default profile."""
+    return Recipe(path, default_profile(options), keep_private, filters)
 
 
 def make_study(n: int, patient: int | None = None, **kw) -> Study:
@@ -168,6 +182,14 @@ class Pipeline:
         for d in (self.work / "batches").iterdir():
             out[Path(json.loads((d / "source.json").read_text())["folder"]).name] = d
         return out
+
+
+def file_label(folder: Path, name: str) -> str:
+    """How errors name the file ``name`` of a batch folder: by its number in the batch, never its path."""
+    from sendit_luigi.inputs import walk_files
+
+    paths = [p.relative_to(folder).as_posix() for p in walk_files(folder)]
+    return f"file {paths.index(name) + 1}"
 
 
 def members(tarball: Path) -> dict[str, bytes]:

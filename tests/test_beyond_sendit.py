@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Pipeline, datasets, make_study, members, tree_digest
+from conftest import file_label, Pipeline, datasets, make_study, members, tree_digest
 from phi_seed import write_seeded_study
 from sendit_luigi.sample_data import write_study
 from test_pixel_phi_quarantine import add_burned_in_ultrasound
@@ -127,11 +127,14 @@ def test_inspect_shows_what_happens_to_each_element_with_values_redacted(pipe):
                  "ReferringPhysicianName", "Modality"):
         assert line in text
     assert "replace with the coded patient id" in text
-    assert "replace with a keyed-hash UID" in text
+    assert "new consistent UID (profile U)" in text and "empty (profile Z)" in text
     assert "shift by the patient's date shift" in text
+    assert "options in force: clean_descriptors, retain_longitudinal_modified_dates, retain_patient_characteristics" in text
+    assert "PS3.15 2026d" in text
     assert "remove (private tag)" in text and "removed with its sequence" in text
     assert "<PN, " in text and "keep" in text
-    assert "quarantine: 1 of 3 files" in text and "ultrasound: burned_in" in text
+    label = file_label(pipe.input / "ACCSEED", "ultrasound")
+    assert "quarantine: 1 of 3 files" in text and f"{label}: burned_in" in text and "ultrasound" not in text
     for value in seeded.values + seeded.uids:
         assert value not in text
 

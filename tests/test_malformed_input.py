@@ -14,7 +14,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from conftest import Pipeline, datasets, make_study
+from conftest import Pipeline, datasets, file_label, make_study
 from sendit_luigi.sample_data import write_study
 
 
@@ -104,11 +104,13 @@ def test_junk_files_are_file_errors_and_good_files_go_through(bad):
     row = by_folder[make_study(1).folder]
     assert row["status"] == "uploaded"
     errors = row["errors"]
-    assert "zero: ValueError: empty file (0 bytes)" in errors
+    folder = pipe.input / make_study(1).folder
+    assert f"{file_label(folder, 'zero')}: empty file (0 bytes)" in errors
     for name in ("truncated", "random", "dicm-garbage", "readme.txt", "photo.jpg", "dangling"):
-        assert f"{name}: " in errors
-    assert "readme.txt: ValueError: not a DICOM file" in errors
-    assert "dangling: FileNotFoundError" in errors
+        assert f"{file_label(folder, name)}: " in errors
+        assert name not in errors  # files are named by number: real names are MRNs and patient names
+    assert f"{file_label(folder, 'readme.txt')}: not a DICOM file" in errors
+    assert f"{file_label(folder, 'dangling')}: the file disappeared or is a broken link (FileNotFoundError)" in errors
     assert row["files"] == 10  # 2 good, 1 link to a good one, 7 bad
     assert row["files_error"] == 8  # the 7 bad, and the link: a second copy of one instance
 
@@ -116,7 +118,8 @@ def test_junk_files_are_file_errors_and_good_files_go_through(bad):
 def test_a_link_to_a_good_file_is_read_but_a_duplicate_instance_is_not_packed_twice(bad):
     pipe, _, by_folder, _ = bad
     errors = by_folder[make_study(1).folder]["errors"]
-    assert "link-to-good: ValueError: another file in this batch has the same SOPInstanceUID" in errors
+    label = file_label(pipe.input / make_study(1).folder, "link-to-good")
+    assert f"{label}: another file in this batch has the same SOPInstanceUID" in errors
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import deid_data
 import pydicom
 
-from conftest import datasets, make_study
+from conftest import file_label, datasets, make_study
 from sendit_luigi.sample_data import write_study
 
 ULTRASOUND = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "GREYSCALE_IMAGE.dcm"
@@ -30,7 +30,7 @@ def test_a_burned_in_annotation_image_is_quarantined_and_the_rest_uploaded(pipe)
     row = pipe.metrics().iloc[0]
     assert row["status"] == "uploaded"
     assert row["files_quarantined"] == 1 and row["files_error"] == 0
-    assert "ultrasound: quarantined (burned_in" in row["errors"]
+    assert f"{file_label(folder, 'ultrasound')}: quarantined (burned_in" in row["errors"]
     packed = datasets(pipe.tarballs()[0])
     assert len(packed) == 2
     assert all(ds.Modality != "US" for ds in packed.values())

@@ -13,7 +13,7 @@ import json
 import pydicom
 import pytest
 
-from conftest import Pipeline, datasets, every_output_byte, make_study, members, tree_digest
+from conftest import Pipeline, datasets, every_output_byte, file_label, make_study, members, tree_digest
 
 SHARED_PATIENT = [make_study(1), make_study(2, patient=1)]
 OTHER = make_study(3)
@@ -75,18 +75,26 @@ def test_output_files_are_valid_dicom_with_coded_identity(archive):
             assert "DeidentificationMethod" in ds
             assert name == f"{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
             assert not any(elem.tag.is_private for elem in ds.iterall())
-            assert "InstitutionName" not in ds and "ReferringPhysicianName" not in ds
+            assert not ds.get("InstitutionName") and not ds.get("ReferringPhysicianName")  # X/Z/D, Z: empty
             ds.pixel_array  # pixels still decode
 
 
 def test_dates_are_shifted_not_deleted_and_intervals_survive(archive):
     pipe, _, _ = archive
-    planted_gaps = {(day(s.study_date) - day(s.birth_date)).days for s in STUDIES}
+    shifted = {}
     for tarball in pipe.tarballs():
         for ds in datasets(tarball).values():
             assert ds.StudyDate not in {s.study_date for s in STUDIES}
-            # birth date and study date moved by the same number of days
-            assert (day(ds.StudyDate) - day(ds.PatientBirthDate)).days in planted_gaps
+            assert ds.SeriesDate == ds.StudyDate  # every date of a file moved by the same days
+            assert ds.PatientBirthDate == ""  # Z in the profile: not kept, not even shifted
+            shifted[str(ds.AccessionNumber)] = ds.StudyDate
+    # the two studies of one patient lie as many days apart as before
+    coded = {pipe.batch_dirs()[s.folder].name: s for s in SHARED_PATIENT}
+    rows = {r["BatchKey"]: r for r in pipe.rows()}
+    first, second = (rows[key] for key in coded)
+    planted = (day(SHARED_PATIENT[1].study_date) - day(SHARED_PATIENT[0].study_date)).days
+    assert (day(second["StudyDate"]) - day(first["StudyDate"])).days == planted != 0
+    assert first["CodedPatientID"] == second["CodedPatientID"]
 
 
 def day(text: str) -> dt.date:
@@ -165,8 +173,9 @@ def test_bad_files_are_that_batchs_errors_and_the_rest_goes_through(archive):
     assert row["status"] == "uploaded"
     assert row["files"] == 8 and row["files_error"] == 4
     errors = row["errors"]
+    folder = pipe.input / OTHER.folder
     for name in ("corrupt.dcm", "truncated", "zero", "notes.txt"):
-        assert name in errors
+        assert f"{file_label(folder, name)}: " in errors and name not in errors
     assert "empty file (0 bytes)" in errors
     assert "not a DICOM file" in errors
     tarball = [t for t in pipe.tarballs() if json.loads(
@@ -204,6 +213,7 @@ def test_status_command_lists_batches_and_errors(archive):
     out = pipe.cli("status").stdout
     assert "uploaded" in out and "empty" in out
     errors = pipe.cli("status", "--errors").stdout
-    assert "corrupt.dcm" in errors and "no files" in errors
+    assert f"{file_label(pipe.input / OTHER.folder, 'corrupt.dcm')}: " in errors and "no files" in errors
+    assert "corrupt.dcm" not in errors
     for value in OTHER.phi():
         assert value not in out + errors

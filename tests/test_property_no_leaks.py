@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import string
-from pathlib import Path
 
 import pydicom
 from hypothesis import HealthCheck, given, settings
@@ -14,11 +13,12 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from sendit_luigi.deidentify import Context, LeakCheck, Recipe, pack_study, shift_date, uid_remapper
+from conftest import recipe_for
+from sendit_luigi.deidentify import Context, LeakCheck, pack_study, shift_date, uid_remapper
 from sendit_luigi.headers import extract_headers
 from sendit_luigi.workdir import Keyed
 
-RECIPE = Recipe(Path(__file__).resolve().parent.parent / "sendit_luigi" / "recipes" / "sendit.dicom")
+RECIPE = recipe_for()
 KEYED = Keyed(b"p" * 64)
 JITTER = -17
 
@@ -70,12 +70,12 @@ def test_no_planted_value_survives(tmp_path_factory, plants):
         place(ds, seqs, keyword, text)
     ds.save_as(folder / "file", enforce_file_format=True)
 
-    headers = extract_headers(folder)
+    headers = extract_headers(folder, [], RECIPE.profile)
     shifted = {shift_date(d, JITTER, "DA") for d in headers["phi"] if len(d) == 8 and d.isdigit()}
     leak = LeakCheck(headers["phi"], allowed=shifted)
     ctx = Context({"patient_id": "PCODE", "accession": "ACODE", "jitter": JITTER}, JITTER,
                   uid_remapper(KEYED, "2.25."))
-    result = pack_study(folder, headers["files"], RECIPE, ctx, leak, work / "out.tar.gz", work / "scratch", 1)
+    result = pack_study(folder, [], headers["files"], RECIPE, ctx, leak, work / "out.tar.gz", work / "scratch", 1)
 
     assert result.packed == 1, result.files  # the recipe removed everything; the leak check passed
     plain = gzip.decompress((work / "out.tar.gz").read_bytes())

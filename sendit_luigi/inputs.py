@@ -1,0 +1,143 @@
+"""Reading the input tree, safely: only regular files, only inside the input folders, only read.
+
+Inputs are never written. A file is opened only if it is a regular file (a
+FIFO would block, a device could be endless) and only if it, or what its link
+points to, lies inside one of the input folders. Every read records the
+file's size, modification time and a SHA-256 of its bytes, so stage 3 can
+tell that it packs exactly the file whose header stage 1 read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import FileProblem
+
+IN_MEMORY_LIMIT = 256 * 1024 * 1024  # larger files are memory-mapped, not copied
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies one version of an input file."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "sha256": self.sha256}
+
+
+def inside(path: Path, roots: list[Path]) -> bool:
+    """Whether ``path`` (resolved, links followed) lies in one of ``roots`` (resolved)."""
+    real = os.path.realpath(path)
+    return any(real == str(r) or real.startswith(str(r) + os.sep) for r in roots)
+
+
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Every entry under ``folder`` that is not a folder, nested folders included, in a stable order.
+
+    Links to folders are not followed. What each entry is (a regular file, a
+    link leading elsewhere, a FIFO) is checked when it is opened.
+    """
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for root, dirs, files in os.walk(folder, onerror=fail):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(root) / name
+
+
+def open_input(path: Path, roots: list[Path]) -> tuple[object, Fingerprint]:
+    """The bytes of the input file at ``path`` (bytes, or an mmap for large files) and its fingerprint.
+
+    Raises ``FileProblem`` for a link that leads outside the input folders and
+    for anything that is not a regular file; ``OSError`` when it cannot be read.
+    """
+    if roots and not inside(path, roots):
+        raise FileProblem("a link that leads outside the input folders; not read")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileProblem("not a regular file (a FIFO, socket or device); not read")
+        if info.st_size == 0:
+            raise FileProblem("empty file (0 bytes)")
+        if info.st_size <= IN_MEMORY_LIMIT:
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data: object = fh.read()
+        else:
+            data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        digest = hashlib.sha256(data).hexdigest()  # type: ignore[arg-type]
+        return data, Fingerprint(len(data), info.st_mtime_ns, digest)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+
+
+def parse_dicom(data, stop_before_pixels: bool = True) -> Dataset:
+    """Parse DICOM bytes, also when they lack the 128-byte preamble and 'DICM' marker.
+
+    Raises ``FileProblem`` for bytes that are not DICOM.
+    """
+    try:
+        return pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else _MapReader(data),
+                               stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass
+    # Old or raw files have no preamble; force=True reads anything, so accept the
+    # result only if it looks like a DICOM instance.
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else _MapReader(data),
+                             stop_before_pixels=stop_before_pixels, force=True)
+        if "SOPClassUID" in ds and "SOPInstanceUID" in ds and str(ds.SOPInstanceUID).strip():
+            return ds
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM" here
+        pass
+    raise FileProblem("not a DICOM file (no DICM marker and no readable DICOM header)")
+
+
+class _MapReader(io.RawIOBase):
+    """A read-only file object over an mmap (pydicom reads large files through it without a copy)."""
+
+    def __init__(self, buf: mmap.mmap):
+        self._buf = buf
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._buf)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        chunk = self._buf[self._pos : self._pos + len(b)]
+        b[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def read_dicom(path: Path, roots: list[Path], stop_before_pixels: bool = True) -> tuple[Dataset, Fingerprint]:
+    """Open and parse one input file; see ``open_input`` and ``parse_dicom``."""
+    data, fingerprint = open_input(path, roots)
+    return parse_dicom(data, stop_before_pixels), fingerprint
