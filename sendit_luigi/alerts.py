@@ -6,8 +6,8 @@ Mail goes out through Luigi's own notification settings: ``[email] method``,
 carries the full traceback, which may quote file paths; these alerts carry
 batch keys, task names and our own (already PHI-free) error texts only.
 
-Two kinds: a task failed (a Luigi FAILURE event), and a batch ended in error
-(bad input, or a service that stayed down).
+Two kinds: a task failed (every task's ``on_failure``, see ``tasks.Reported``),
+and a batch ended in error (bad input, or a service that stayed down).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import luigi
 import luigi.notifications
 
 from . import config
-from .errors import describe, redact
+from .errors import describe
 
 log = logging.getLogger("sendit_luigi")
 
@@ -38,10 +38,6 @@ def batch_error(key: str, status: str, error: str) -> None:
     send(f"batch {key} ended with {status}", f"Batch {key}: {error}\n\nDetails: python -m sendit_luigi status --errors")
 
 
-@luigi.Task.event_handler(luigi.Event.FAILURE)
-def task_failed(task: luigi.Task, exception: BaseException) -> None:
-    if task.get_task_family() not in {"ExtractHeaders", "GetIdentifiers", "Anonymize", "UploadShard",
-                                      "ExportMetrics", "ProcessAll", "ProcessBatches", "UploadAll"}:
-        return
-    send(f"task {task.task_id} failed",
-         f"Task {task.task_id} failed: {redact(describe(exception))}\n\nRun the same command again to resume.")
+def task_failed(task_id: str, text: str) -> None:
+    """A task failed; ``text`` is our own words (``tasks.Reported`` made sure of that)."""
+    send(f"task {task_id} failed", f"Task {task_id} failed: {text}\n\nRun the same command again to resume.")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batches import batch, status
-from .inputs import walk_files
+from . import config
+from .inputs import inside, walk_files
 from .workdir import read_json, write_json
 
 REMOVABLE = ("headers.json", "identifiers.json", "study.tar.gz")
@@ -40,7 +41,8 @@ def plan(keys: list[str], delete_inputs: bool = False) -> list[Item]:
         item.bytes = sum(p.stat().st_size for p in item.work_files)
         if delete_inputs:
             folder = b.folder()
-            if folder.is_dir():
+            # never through a link, never outside the input folders
+            if folder.is_dir() and not folder.is_symlink() and inside(folder, config.sendit.get().input_roots()):
                 files = list(walk_files(folder))
                 item.input_folder, item.input_files = folder, len(files)
                 item.bytes += sum(p.stat().st_size for p in files if p.is_file())

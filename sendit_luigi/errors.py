@@ -68,16 +68,17 @@ _ERRNO = {
     errno.ENOSPC: "no space left on the work disk",
     errno.ENXIO: "not a regular file",
 }
-_TAG = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)|\b([0-9A-Fa-f]{8})\b")
+_TAG = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")  # only "(gggg,eeee)": 8 bare digits may be a date
 
 
-def file_error(exc: BaseException, doing: str = "") -> str:
+def file_error(exc: BaseException, doing: str = "", element: int | None = None) -> str:
     """One file's error text: what kind of problem, and where (an element tag), never a value.
 
     ``FileProblem`` texts are ours and pass as they are. For anything else the
     library's message is only searched for an element tag, which names an
     attribute, not a person. ``doing`` replaces the kind of problem for
-    exceptions this module has no words for ("could not be written as DICOM").
+    exceptions this module has no words for ("could not be written as DICOM");
+    ``element`` is the tag being read when the caller knows it.
     """
     if isinstance(exc, FileProblem):
         return str(exc)
@@ -86,19 +87,20 @@ def file_error(exc: BaseException, doing: str = "") -> str:
         return f"{_ERRNO[exc.errno]} ({name})"
     kind = _KINDS.get(name) or doing or (
         "an input/output error" if isinstance(exc, OSError) else "the header could not be decoded")
-    where = element_named(str(exc)) if name != "RecursionError" else ""
+    where = tag_name(element) if element is not None else (element_named(str(exc)) if name != "RecursionError" else "")
     return f"{kind}{' at ' + where if where else ''} ({name})"
 
 
 def element_named(text: str) -> str:
     """The first element tag in a library message, as ``(0010,0020) PatientID``; '' if none."""
     match = _TAG.search(text)
-    if not match:
-        return ""
-    group, element = (match.group(1), match.group(2)) if match.group(1) else (match.group(3)[:4], match.group(3)[4:])
-    tag = int(group + element, 16)
+    return tag_name(int(match.group(1) + match.group(2), 16)) if match else ""
+
+
+def tag_name(tag: int) -> str:
+    """``(0010,0020) PatientID``: how error texts name an element."""
     keyword = keyword_for_tag(tag)
-    return f"({group.upper()},{element.upper()}){' ' + keyword if keyword else ''}"
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + keyword if keyword else ''}"
 
 
 def redact(text: str, folder: str | None = None, values: Iterable[str] = ()) -> str:

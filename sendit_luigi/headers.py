@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from .deidentify.leakcheck import identifying_values
@@ -58,7 +59,10 @@ def extract_file(path: Path, roots: list[Path], profile: Profile,
         record["skipped"] = "a DICOMDIR (media index): never packed"
         return record, identifying_values(ds, profile)
     for name, keyword in FILE_FIELDS.items():
-        value = ds.get(keyword)
+        try:
+            value = ds.get(keyword)
+        except Exception as exc:  # noqa: BLE001 - a malformed element: say which one, never its value
+            raise FileProblem(file_error(exc, element=tag_for_keyword(keyword))) from None
         record[name] = "" if value is None else str(value).strip()
     if not record["sop_uid"]:
         raise FileProblem("SOPInstanceUID (0008,0018) is missing: cannot name the output file")

@@ -36,7 +36,7 @@ import traceback
 
 import luigi
 
-from . import alerts, batches, config, dryrun, metrics, stages  # noqa: F401 - alerts registers its handler
+from . import alerts, batches, config, dryrun, metrics, stages
 from .errors import TaskFailed, describe
 from .identifiers import backend_module
 from .storage import check_settings, get_store
@@ -59,7 +59,10 @@ class Reported:
             cls.run = _reported(cls.__dict__["run"])
 
     def on_failure(self, exception: BaseException) -> str:
-        return describe(exception)
+        """The text luigid shows and keeps, and the alert mail's: ours, short, without a traceback."""
+        text = describe(exception)
+        alerts.task_failed(self.task_id, text)
+        return text
 
 
 def _reported(run):

@@ -8,6 +8,7 @@ leak between tests.
 
 from __future__ import annotations
 
+import email
 import gzip
 import hashlib
 import io
@@ -315,3 +316,28 @@ def luigid(tmp_path_factory):
     server = Luigid(tmp_path_factory.mktemp("luigid"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def smtp_sink():
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        def __init__(self):
+            self.messages: list[str] = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+            message = email.message_from_bytes(envelope.content)
+            parts = [message["Subject"] or ""]
+            parts += [p.get_payload(decode=True).decode("utf-8", "replace") for p in message.walk()
+                      if not p.is_multipart() and p.get_content_maintype() == "text"]
+            self.messages.append("\n".join(parts))
+            return "250 OK"
+
+    from emulators import free_port
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, sink
+    controller.stop()

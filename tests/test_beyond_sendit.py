@@ -51,31 +51,6 @@ def test_a_batch_does_not_start_when_the_disk_would_run_low(pipe):
     assert pipe.run().code == 0 and len(pipe.tarballs()) == 1
 
 
-@pytest.fixture
-def smtp_sink():
-    from aiosmtpd.controller import Controller
-
-    class Sink:
-        def __init__(self):
-            self.messages: list[str] = []
-
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-            message = email.message_from_bytes(envelope.content)
-            parts = [message["Subject"] or ""]
-            parts += [p.get_payload(decode=True).decode("utf-8", "replace") for p in message.walk()
-                      if not p.is_multipart() and p.get_content_maintype() == "text"]
-            self.messages.append("\n".join(parts))
-            return "250 OK"
-
-    from emulators import free_port
-
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, sink
-    controller.stop()
-
-
 def test_batch_errors_and_task_failures_reach_the_operator_without_phi(pipe, smtp_sink):
     controller, sink = smtp_sink
     good, bad = make_study(1), make_study(2)

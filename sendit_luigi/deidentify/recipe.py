@@ -39,7 +39,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from ..errors import RecipeError
+from ..errors import FileProblem, RecipeError, file_error
 from ..workdir import Keyed
 from .profile import Op, Profile
 from .walk import ITEM, walk
@@ -228,21 +228,12 @@ class Recipe:
             tag = path[-1]
             if parent is None or tag not in parent:
                 continue
-            elem = parent[tag]
-            if action in ("REMOVE", Op.REMOVE.value):
-                del parent[tag]
-            elif action in ("BLANK", Op.BLANK.value):
-                elem.value = Sequence() if elem.VR == "SQ" else None
-            elif action == Op.DUMMY.value:
-                _dummy(elem, ctx)
-            elif action == Op.REMAP.value:
-                _remap(elem, ctx)
-            elif action in ("JITTER", Op.SHIFT.value):
-                _jitter(elem, ctx)
-            elif action == Op.CLEAN.value:
-                _clean(elem, ctx)
-            elif action == "REPLACE":
-                elem.value = self._value(value, elem, ctx)
+            try:
+                self._step(parent, tag, action, value, ctx)
+            except RecipeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a malformed element: say which one, never its value
+                raise FileProblem(file_error(exc, element=tag)) from None
         for action in self.additions:
             keyword = action["field"]
             new = self._value(action.get("value"), None, ctx)
@@ -254,6 +245,25 @@ class Recipe:
         self.record_method(ds, extra_codes)
         ds.preamble = b"\0" * 128  # a preamble may hold a TIFF header with PHI
         rebuild_file_meta(ds)
+
+    def _step(self, parent: Dataset, tag, action: str, value, ctx: Context) -> None:
+        """One step of the plan on one element (removal does not decode it)."""
+        if action in ("REMOVE", Op.REMOVE.value):
+            del parent[tag]
+            return
+        elem = parent[tag]
+        if action in ("BLANK", Op.BLANK.value):
+            elem.value = Sequence() if elem.VR == "SQ" else None
+        elif action == Op.DUMMY.value:
+            _dummy(elem, ctx)
+        elif action == Op.REMAP.value:
+            _remap(elem, ctx)
+        elif action in ("JITTER", Op.SHIFT.value):
+            _jitter(elem, ctx)
+        elif action == Op.CLEAN.value:
+            _clean(elem, ctx)
+        elif action == "REPLACE":
+            elem.value = self._value(value, elem, ctx)
 
     def record_method(self, ds: Dataset, extra_codes: tuple[tuple[str, str, str], ...] = ()) -> None:
         """PatientIdentityRemoved, DeidentificationMethod(CodeSequence) and what happened to dates."""
