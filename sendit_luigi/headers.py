@@ -64,8 +64,11 @@ def extract_file(path: Path, roots: list[Path], profile: Profile,
         except Exception as exc:  # noqa: BLE001 - a malformed element: say which one, never its value
             raise FileProblem(file_error(exc, element=tag_for_keyword(keyword))) from None
         record[name] = "" if value is None else str(value).strip()
-    if not record["sop_uid"]:
-        raise FileProblem("SOPInstanceUID (0008,0018) is missing: cannot name the output file")
+    for field, words in (("sop_uid", "SOPInstanceUID (0008,0018)"), ("series_uid", "SeriesInstanceUID (0020,000E)")):
+        if not record[field]:
+            raise FileProblem(f"{words} is missing: cannot name the output file")
+    if not str(ds.get("SOPClassUID", "")).strip():
+        raise FileProblem("SOPClassUID (0008,0016) is missing: not a DICOM instance")
     values = identifying_values(ds, profile)  # walks every depth: a file nested too deep fails here
     if quarantine is not None:
         reason = quarantine(ds)

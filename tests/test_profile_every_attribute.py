@@ -138,3 +138,11 @@ def test_a_changed_recipe_or_option_gives_another_hash(tmp_path):
 
 
 RECIPE_TEXT = (pydicom.__file__ and __import__("conftest").RECIPE.read_text())
+
+
+def test_a_public_tag_no_dictionary_knows_is_removed_and_a_standard_one_kept():
+    ds = base()
+    ds.add_new(0xFFE0FFFF, "UN", b"SWALLOWED NEIGHBOURS: MRKSTUDYID")  # what a damaged file can turn into
+    ds.Manufacturer = "ACME"  # a standard attribute the table does not name
+    RECIPE.apply(ds, context())
+    assert 0xFFE0FFFF not in ds and ds.Manufacturer == "ACME"

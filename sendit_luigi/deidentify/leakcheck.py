@@ -12,6 +12,7 @@ and ``LeakCheck.clean`` takes them out of the descriptors the profile keeps.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
 
 import ahocorasick_rs
@@ -146,9 +147,15 @@ def _is_word(byte: int) -> bool:
 
 
 def _is_token(buf, at: int, end: int, pattern: bytes) -> bool:
+    if _UID_LIKE.fullmatch(pattern):  # a UID is one token: 1.2.3 inside 1.2.3.4 is another UID
+        return (at == 0 or buf[at - 1] not in _UID_BYTES) and (end >= len(buf) or buf[end] not in _UID_BYTES)
     before_ok = at == 0 or not (_is_word(buf[at - 1]) and _is_word(pattern[0]))
     after_ok = end >= len(buf) or not (_is_word(buf[end]) and _is_word(pattern[-1]))
     return before_ok and after_ok
+
+
+_UID_LIKE = re.compile(rb"[0-9]+(\.[0-9]+)+")
+_UID_BYTES = frozenset(b"0123456789.")
 
 
 def _is_text_token(text: str, at: int, end: int) -> bool:

@@ -18,8 +18,10 @@ DUMMY     D: a fixed dummy of the element's VR (``DUMMIES``); a UID gets a
           consistent replacement; a sequence becomes empty
 REMAP     U: a consistent keyed-hash UID; a sequence (X/Z/U*) is kept and
           the UIDs inside it are remapped by their own rows
-KEEP      not in the table, or an option says K; a sequence is kept and its
-          items are de-identified by the same table
+KEEP      a standard attribute not in the table, or an option says K; a
+          sequence is kept and its items are de-identified by the same table
+          (a public tag that neither the table nor pydicom's dictionary knows
+          is no standard attribute: REMOVE)
 SHIFT     an option says C for a date: DA and DT values move by the
           patient's date shift; TM values are kept (a whole-day shift leaves
           times of day as they are)
@@ -164,16 +166,19 @@ class Profile:
         return None
 
     def op(self, tag: int, vr: str) -> Op:
-        """What to do with an element: the row's action, as changed by the options in force."""
+        """What to do with a (public) element: the row's action, as changed by the options in force."""
         key = (tag, vr)
         cache = self._cache  # type: ignore[attr-defined]
         if key not in cache:
-            cache[key] = self._resolve(self.row(tag), vr, keyword_for_tag(tag))
+            private = (tag >> 16) & 1  # odd groups: the recipe step keeps or removes them by creator
+            cache[key] = Op.KEEP if private else self._resolve(self.row(tag), vr, keyword_for_tag(tag))
         return cache[key]
 
     def _resolve(self, row: Row | None, vr: str, keyword: str) -> Op:
         if row is None:
-            return Op.KEEP
+            # Not in the table: a standard attribute is kept; a public tag that no dictionary knows
+            # is no standard attribute (a damaged file swallows its neighbours into one), so it goes.
+            return Op.KEEP if keyword else Op.REMOVE
         in_force = {name: code for name, code in row.options.items() if name in self.options}
         if "K" in in_force.values():
             return Op.KEEP
