@@ -97,9 +97,32 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("no errors")
         return 0
     seconds = df[[c for c in df.columns if c.endswith("_seconds")]].fillna(0).sum(axis=1)
-    table = df.assign(seconds=seconds.round(2))[["batch", "status", "files", "files_error", "seconds"]]
+    current = stages.recipe().hash
+    made = df["recipe"].where(df["recipe"] == "", df["recipe"].map(lambda h: "current" if h == current else "older"))
+    table = df.assign(seconds=seconds.round(2), recipe=made)[
+        ["batch", "status", "files", "files_error", "seconds", "recipe"]]
     print(table.to_string(index=False) if len(table) else "no batches")
     print(metrics.summary(df))
+    older = int((made == "older").sum())
+    if older:
+        print(f"{older} batches were made with an older recipe or profile options (current: {current}); "
+              "python -m sendit_luigi reprocess --older-recipe makes them again at the next run")
+    return 0
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    """Make stage 3 and the upload run again at the next run, for named batches or those of an older recipe."""
+    keys = list(args.keys)
+    if args.older_recipe:
+        current = stages.recipe().hash
+        df = metrics.frame(batches.known_keys())
+        keys += [k for k, h in zip(df["batch"], df["recipe"], strict=True) if h and h != current]
+    if not keys:
+        print("nothing to reprocess: name batch keys, or --older-recipe")
+        return 0
+    done = [k for k in sorted(set(keys)) if batches.reprocess(batches.batch(k))]
+    print(f"{len(done)} batches will be de-identified and uploaded again at the next run "
+          "(each uploaded tarball is replaced, and only that one)")
     return 0
 
 
@@ -118,6 +141,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"{folder} is not a folder", file=sys.stderr)
         return 2
     print(inspect(folder, stages.recipe()))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Every attribute of PS3.15 Table E.1-1 and what the configured profile and recipe do to it."""
+    from .inspection import profile_markdown, profile_summary
+
+    print(profile_summary(stages.recipe()) if args.summary else profile_markdown(stages.recipe()), end="")
     return 0
 
 
@@ -205,6 +236,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--only", choices=batches.STATUSES, help="only batches with this status")
     s.add_argument("--errors", action="store_true", help="list each batch's error messages instead")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("profile", help="what happens to each attribute of PS3.15 Table E.1-1 (markdown)")
+    s.add_argument("--summary", action="store_true", help="counts by outcome, with examples (README's table)")
+    s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("reprocess", help="de-identify and upload batches again at the next run (explicitly)")
+    s.add_argument("keys", nargs="*", help="batch keys")
+    s.add_argument("--older-recipe", action="store_true",
+                   help="every batch made with another recipe or other profile options than the current ones")
+    s.set_defaults(func=cmd_reprocess)
 
     s = sub.add_parser("dry-run", help="list the batches a run would take and what they would produce")
     s.add_argument("--max-batches", type=int, default=0)

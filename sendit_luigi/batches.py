@@ -69,6 +69,11 @@ class Batch:
     def upload_error_file(self) -> Path:
         return self.dir / "upload_error.json"
 
+    @property
+    def replaces_file(self) -> Path:
+        """Written by ``reprocess``: the object an earlier recipe uploaded, which the next upload replaces."""
+        return self.dir / "replaces.json"
+
     def folder(self) -> Path:
         """The input folder this batch reads (PHI: never log it)."""
         return Path(read_json(self.source_file)["folder"])
@@ -160,6 +165,23 @@ def processed(b: Batch, result: dict | None = None) -> bool:
     if result is None or retry_due(b.result_file, result):
         return False
     return result["status"] != "done" or b.tarball.exists() or bool(result.get("cleaned"))
+
+
+def reprocess(b: Batch) -> bool:
+    """Make stage 3 and the upload run again for ``b`` at the next run; False if it has no result yet.
+
+    What was uploaded is remembered (``replaces.json``), so that the new
+    tarball may replace exactly that object, and nothing else.
+    """
+    result = read_json_or_none(b.result_file)
+    if result is None:
+        return False
+    uploaded = read_json_or_none(b.uploaded_file)
+    if uploaded and not b.replaces_file.exists():
+        write_json(b.replaces_file, {"object": uploaded["object"], "md5": uploaded["md5"]})
+    for path in (b.uploaded_file, b.upload_error_file, b.result_file, b.tarball):
+        path.unlink(missing_ok=True)
+    return True
 
 
 def upload_settled(b: Batch) -> bool:

@@ -114,3 +114,75 @@ def inspect(folder: Path, recipe: Recipe) -> str:
     lines.append(f"quarantine: {len(flagged)} of {len(files)} files" + (":" if flagged else ""))
     lines += flagged
     return "\n".join(lines)
+
+
+OP_WORDS = {
+    "remove": "removed",
+    "blank": "emptied (zero length; a sequence: no items)",
+    "dummy": "replaced by a dummy value of its VR (a UID: a consistent new one; a sequence: no items)",
+    "remap": "replaced by a consistent keyed-hash UID (a sequence: kept, the UIDs in it replaced)",
+    "keep": "kept",
+    "shift": "shifted by the patient's date shift (times of day kept)",
+    "clean": "kept, with every identifying value of the batch taken out",
+}
+
+
+def profile_rows(recipe: Recipe) -> list[tuple[str, str, str, str, str]]:
+    """Every row of the table: (tag, name, profile action, options, what this configuration does)."""
+    from pydicom.datadict import dictionary_VR
+
+    profile = recipe.profile
+    replaced = {a["field"]: a.get("value") or "" for a in recipe.actions if a["action"] == "REPLACE"}
+    out = []
+    for row in sorted(profile.rows.values(), key=lambda r: r.name.lower()) + list(profile._masks):  # type: ignore[attr-defined]
+        tag = int(row.tag.upper().replace("XXXX", "3000").replace("XX", "00"), 16)
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:
+            vr = "SQ" if row.name.endswith("Sequence") else "UN"
+        keyword = _keyword(tag)
+        done = OP_WORDS[profile.op(tag, vr).value]
+        if keyword in replaced:
+            done = "replaced by " + KINDS.get(replaced[keyword], replaced[keyword]) + " (recipe)"
+        options = ", ".join(f"{k} {v}" for k, v in sorted(row.options.items()))
+        tag_text = f"({row.tag[:4]},{row.tag[4:]})"
+        out.append((tag_text, row.name, row.basic, options, done))
+    return out
+
+
+def _keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag)
+
+
+def profile_markdown(recipe: Recipe) -> str:
+    """The whole table as this configuration applies it (PROFILE.md is this, for the shipped settings)."""
+    profile = recipe.profile
+    rows = profile_rows(recipe)
+    lines = [
+        f"# What happens to each attribute of DICOM PS3.15 Table E.1-1 ({profile.edition})",
+        "",
+        "Made by `python -m sendit_luigi profile` from the table file and the settings in force:",
+        f"options {', '.join(sorted(profile.options)) or 'none'}; recipe {recipe.name} (hash {recipe.hash}).",
+        "Private attributes are removed, except blocks of the creators in `[deid] keep_private_creators`;",
+        "a public tag that neither the table nor pydicom's dictionary knows is removed; every other",
+        "attribute is kept.",
+        "",
+        "| tag | attribute | profile | options | done here |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {t} | {n} | {b} | {o} | {d} |" for t, n, b, o, d in rows]
+    return "\n".join(lines) + "\n"
+
+
+def profile_summary(recipe: Recipe) -> str:
+    """How many attributes of the table end which way, with a few examples each (README's table)."""
+    rows = profile_rows(recipe)
+    groups: dict[str, list[str]] = {}
+    for _tag, name, _basic, _options, done in rows:
+        groups.setdefault(done, []).append(name)
+    lines = ["| done | attributes | for example |", "| --- | --- | --- |"]
+    for done, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"| {done} | {len(names)} | {', '.join(names[:4])}{' ...' if len(names) > 4 else ''} |")
+    return "\n".join(lines) + "\n"

@@ -21,11 +21,13 @@ COLUMNS = [
     "files",
     "files_error",
     "files_quarantined",
+    "files_skipped",
     "bytes_in",
     "bytes_out",
     *[f"{stage}_{part}" for stage in STAGES for part in ("start", "end", "seconds")],
     "error",
     "errors",
+    "recipe",
 ]
 
 
@@ -43,12 +45,15 @@ def batch_row(key: str) -> dict:
         files=result["files"],
         files_error=result["files_error"],
         files_quarantined=len(result.get("quarantine", [])),
+        files_skipped=len(result.get("skipped", [])),
+        recipe=result.get("recipe_hash", ""),
         bytes_in=result["bytes_in"],
         bytes_out=result["bytes_out"],
         error=result.get("error", ""),
         errors="; ".join(
             [f"{e['file']}: {e['error']}" for e in result["errors"]]
             + [f"{q['file']}: quarantined ({q['reason']})" for q in result.get("quarantine", [])]
+            + [f"{k['file']}: skipped ({k['reason']})" for k in result.get("skipped", [])]
         ),
     )
     stages = dict(result["stages"])
@@ -65,9 +70,9 @@ def batch_row(key: str) -> dict:
 
 def frame(keys: list[str]) -> pd.DataFrame:
     df = pd.DataFrame([batch_row(k) for k in keys], columns=COLUMNS)
-    for col in ("files", "files_error", "files_quarantined", "bytes_in", "bytes_out"):
+    for col in ("files", "files_error", "files_quarantined", "files_skipped", "bytes_in", "bytes_out"):
         df[col] = df[col].fillna(0).astype("int64")
-    for col in ("error", "errors"):
+    for col in ("error", "errors", "recipe"):
         df[col] = df[col].fillna("")
     return df
 

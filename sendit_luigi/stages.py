@@ -41,7 +41,7 @@ from .errors import BatchError, TaskFailed, describe, file_error, redact
 from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
 from .storage import metadata_row
-from .workdir import Keyed, load_secret, read_json, sweep_temporaries, write_json
+from .workdir import Keyed, load_secret, read_json, read_json_or_none, sweep_temporaries, write_json
 
 log = logging.getLogger("sendit_luigi")
 
@@ -299,7 +299,8 @@ def upload(group: list[Batch], store) -> list[str]:
             continue
         start = time.time()
         try:
-            placed.append((b, result, store.put_object(b.tarball, result), _timing(start)))
+            placed.append((b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)),
+                           _timing(start)))
         except Exception as exc:  # noqa: BLE001 - recorded; the other batches go on
             fail(b, exc)
     if not placed:
@@ -318,5 +319,6 @@ def upload(group: list[Batch], store) -> list[str]:
                  "seconds": round(put["seconds"] + insert["seconds"] / len(placed), 3)}
         write_json(b.uploaded_file, {**record, "stage": stage})
         b.upload_error_file.unlink(missing_ok=True)
+        b.replaces_file.unlink(missing_ok=True)
         log.info("batch %s: uploaded", b.key)
     return failed

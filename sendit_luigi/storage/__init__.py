@@ -3,9 +3,12 @@
 A backend's ``Store()`` has two calls, both idempotent (calling them again for
 the same study changes nothing and duplicates nothing):
 
-* ``put_object(tarball, result)`` places one study tarball under sendit's object
-  naming and returns a small record of where it went (kept in the batch's
-  ``uploaded.json``), with the ``download`` and ``link`` addresses for its row;
+* ``put_object(tarball, result, replaces=None)`` places one study tarball under
+  sendit's object naming and returns a small record of where it went (kept in
+  the batch's ``uploaded.json``), with the ``download`` and ``link`` addresses
+  for its row. Different bytes under the same name are refused, except the very
+  object named by ``replaces`` (its name and MD5, from ``reprocess``), which is
+  replaced, or deleted when the new tarball has another name;
 * ``insert_rows(rows)`` inserts the metadata rows of several studies in one
   request, skipping any whose coded accession is in the table already.
 """

@@ -114,14 +114,30 @@ class Store:
 
     # -- objects ------------------------------------------------------------
 
-    def put_object(self, tarball: Path, result: dict) -> dict:
-        """Upload the study tarball unless an object with the same bytes is there already."""
+    def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
+        """Upload the study tarball unless an object with the same bytes is there already.
+
+        ``replaces`` (name and base64 MD5 of what an earlier recipe uploaded) is
+        the one object that may be overwritten, or deleted when the name changed.
+        """
         name = object_name(result)
         with self.explained():
+            old = self._replaceable(replaces)
+            if old is not None and old.name == name:
+                old.delete(if_generation_match=old.generation, retry=self.retry)
             blob = self._upload(tarball, name)
+            if old is not None and old.name != name:
+                old.delete(if_generation_match=old.generation, retry=self.retry)
         return {"object": name, "md5": blob.md5_hash, "crc32c": blob.crc32c, "generation": blob.generation,
                 "bytes": blob.size, "backend": "gcs", "download": f"gs://{self.cfg.bucket}/{name}",
                 "link": blob.self_link or ""}
+
+    def _replaceable(self, replaces: dict | None):
+        """The object ``replaces`` names, if it is still there with the bytes recorded."""
+        if not replaces:
+            return None
+        blob = self.gcs.bucket(self.cfg.bucket).get_blob(replaces["object"], retry=self.retry)
+        return blob if blob is not None and blob.md5_hash == replaces["md5"] else None
 
     def _upload(self, tarball: Path, name: str):
         bucket = self.gcs.bucket(self.cfg.bucket)

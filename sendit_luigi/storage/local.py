@@ -30,10 +30,16 @@ class Store:
         self.root = config.storage.get().local_path()
         self.table = self.root / "metadata.sqlite"
 
-    def put_object(self, tarball: Path, result: dict) -> dict:
+    def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
         name = object_name(result)
         target = self.root / name
+        old = self.root / replaces["object"] if replaces else None
+        if old is not None and old.exists() and md5_of(old) == replaces["md5"]:
+            if replaces["object"] == name:
+                old.unlink()  # the reprocessed study's earlier tarball: the new one takes its place
         md5 = self.copy_object(tarball, target)
+        if old is not None and replaces["object"] != name and old.exists() and md5_of(old) == replaces["md5"]:
+            old.unlink()
         return {"object": name, "md5": md5, "bytes": tarball.stat().st_size, "backend": "local",
                 "download": target.as_uri(),
                 "link": f"{self.table.as_uri()}#dicom/{result['row']['CodedAccessionNumberID']}"}
