@@ -24,7 +24,8 @@ from pydicom.errors import InvalidDicomError
 
 from .errors import FileProblem
 
-IN_MEMORY_LIMIT = 256 * 1024 * 1024  # larger files are memory-mapped, not copied
+IN_MEMORY_LIMIT = 256 * 1024 * 1024  # larger outputs are written to a scratch file, not memory
+MAP_ABOVE = 1024 * 1024  # larger inputs are memory-mapped, not copied
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,11 @@ def walk_files(folder: Path) -> Iterator[Path]:
             yield Path(root) / name
 
 
-def open_input(path: Path, roots: list[Path]) -> tuple[object, Fingerprint]:
-    """The bytes of the input file at ``path`` (bytes, or an mmap for large files) and its fingerprint.
+def open_input(path: Path, roots: list[Path]) -> tuple[bytes | Path, Fingerprint]:
+    """What to parse for the input file at ``path`` and its fingerprint.
 
+    Small files come back as their bytes (read once, for the hash and the
+    parse); larger ones as the checked path, hashed through a memory map.
     Raises ``FileProblem`` for a link that leads outside the input folders and
     for anything that is not a regular file; ``OSError`` when it cannot be read.
     """
@@ -76,65 +79,38 @@ def open_input(path: Path, roots: list[Path]) -> tuple[object, Fingerprint]:
             raise FileProblem("not a regular file (a FIFO, socket or device); not read")
         if info.st_size == 0:
             raise FileProblem("empty file (0 bytes)")
-        if info.st_size <= IN_MEMORY_LIMIT:
+        if info.st_size <= MAP_ABOVE:
             with os.fdopen(os.dup(fd), "rb") as fh:
-                data: object = fh.read()
-        else:
-            data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        digest = hashlib.sha256(data).hexdigest()  # type: ignore[arg-type]
-        return data, Fingerprint(len(data), info.st_mtime_ns, digest)  # type: ignore[arg-type]
+                data = fh.read()
+            return data, Fingerprint(len(data), info.st_mtime_ns, hashlib.sha256(data).hexdigest())
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+            digest = hashlib.sha256(mapped).hexdigest()
+        return path, Fingerprint(info.st_size, info.st_mtime_ns, digest)
     finally:
         os.close(fd)
 
 
-def parse_dicom(data, stop_before_pixels: bool = True) -> Dataset:
-    """Parse DICOM bytes, also when they lack the 128-byte preamble and 'DICM' marker.
+def parse_dicom(source: bytes | Path, stop_before_pixels: bool = True) -> Dataset:
+    """Parse DICOM bytes (or a checked file), also when they lack the 128-byte preamble and 'DICM' marker.
 
     Raises ``FileProblem`` for bytes that are not DICOM.
     """
+    def opened():
+        return io.BytesIO(source) if isinstance(source, bytes) else source
+
     try:
-        return pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else _MapReader(data),
-                               stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(opened(), stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         pass
     # Old or raw files have no preamble; force=True reads anything, so accept the
     # result only if it looks like a DICOM instance.
     try:
-        ds = pydicom.dcmread(io.BytesIO(data) if isinstance(data, bytes) else _MapReader(data),
-                             stop_before_pixels=stop_before_pixels, force=True)
+        ds = pydicom.dcmread(opened(), stop_before_pixels=stop_before_pixels, force=True)
         if "SOPClassUID" in ds and "SOPInstanceUID" in ds and str(ds.SOPInstanceUID).strip():
             return ds
     except Exception:  # noqa: BLE001 - any parse failure means "not DICOM" here
         pass
     raise FileProblem("not a DICOM file (no DICM marker and no readable DICOM header)")
-
-
-class _MapReader(io.RawIOBase):
-    """A read-only file object over an mmap (pydicom reads large files through it without a copy)."""
-
-    def __init__(self, buf: mmap.mmap):
-        self._buf = buf
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: len(self._buf)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, b) -> int:
-        chunk = self._buf[self._pos : self._pos + len(b)]
-        b[: len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
 
 
 def read_dicom(path: Path, roots: list[Path], stop_before_pixels: bool = True) -> tuple[Dataset, Fingerprint]:

@@ -146,3 +146,21 @@ def test_a_public_tag_no_dictionary_knows_is_removed_and_a_standard_one_kept():
     ds.Manufacturer = "ACME"  # a standard attribute the table does not name
     RECIPE.apply(ds, context())
     assert 0xFFE0FFFF not in ds and ds.Manufacturer == "ACME"
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"])
+def test_the_method_codes_read_back_in_every_uncompressed_transfer_syntax(syntax):
+    """The code sequence is added pre-encoded: it must read back in each byte order and VR style."""
+    import io
+
+    ds = base()
+    ds.file_meta.TransferSyntaxUID = syntax
+    RECIPE.apply(ds, context())
+    out = io.BytesIO()
+    uid = pydicom.uid.UID(syntax)
+    pydicom.dcmwrite(out, ds, enforce_file_format=True, implicit_vr=uid.is_implicit_VR,
+                     little_endian=uid.is_little_endian)
+    back = pydicom.dcmread(io.BytesIO(out.getvalue()))
+    assert back.file_meta.TransferSyntaxUID == syntax
+    assert [i.CodeValue for i in back.DeidentificationMethodCodeSequence] == ["113100", "113105", "113107", "113108"]
+    assert back.DeidentificationMethodCodeSequence[1].CodeMeaning == "Clean Descriptors Option"

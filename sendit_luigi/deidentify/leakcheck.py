@@ -11,6 +11,7 @@ and ``LeakCheck.clean`` takes them out of the descriptors the profile keeps.
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from pydicom.tag import Tag
 
 from ..errors import FileProblem
 from .profile import BINARY_PATTERN_BYTES, BINARY_VRS, Profile
-from .walk import ITEM, walk
+from .walk import datasets, element_vr
 
 MIN_PATTERN = 3  # shorter values ("M", "1") are not identifying on their own
 PIXEL_MIN_PATTERN = 8  # inside pixel bytes, shorter strings match by chance
@@ -30,26 +31,43 @@ PIXEL_DATA = Tag(0x7FE00010)
 META_READ_LIMIT = 64 * 1024  # the file meta group is a few hundred bytes
 
 
-def identifying_values(ds: Dataset, profile: Profile) -> set[str]:
+def identifying_values(ds: Dataset, profile: Profile, after_pixels_only: bool = False) -> set[str]:
     """The values in ``ds`` (and its file meta) that must not appear in the output.
 
     Raw bytes are taken as latin-1 text, which maps bytes 1:1: those are the
     bytes a leak would copy. Private elements are skipped (they are removed,
-    or kept on purpose by ``[deid] keep_private_creators``).
+    or kept on purpose by ``[deid] keep_private_creators``). With
+    ``after_pixels_only``, only the top-level elements after the pixel data:
+    the part of a file that stage 1, which stops before the pixels, did not parse.
     """
     found: set[str] = set()
+    identifying = profile.identifying
+    if after_pixels_only:
+        for tag, raw in ds._dict.items():
+            vr = raw.VR or element_vr(raw)
+            if tag > PIXEL_DATA and vr != "SQ" and not tag.is_private and identifying(tag, vr):
+                found.update(_values(raw, vr))
+        return {v for v in found if len(v.strip()) >= MIN_PATTERN}
     sources = [ds] + ([ds.file_meta] if getattr(ds, "file_meta", None) is not None else [])
     for source in sources:
-        for _d, tag, raw, vr, _depth in walk(source):
-            if tag is ITEM or tag.is_private or not profile.identifying(tag, vr):
-                continue
-            for text in _texts(raw, vr):
-                found.add(text)
-                if vr == "PN":
-                    found.update(p.strip() for p in text.replace("=", "^").split("^") if p.strip())
-                elif vr == "DT":
-                    found.add(text[:8])
+        for d, _depth in datasets(source):
+            for tag, raw in d._dict.items():
+                vr = raw.VR or element_vr(raw)
+                if vr != "SQ" and not (tag >> 16) & 1 and identifying(tag, vr):
+                    found.update(_values(raw, vr))
     return {v for v in found if len(v.strip()) >= MIN_PATTERN}
+
+
+def _values(raw, vr: str) -> list[str]:
+    """An identifying element's values, with a person name's parts and a date-time's date."""
+    out = []
+    for text in _texts(raw, vr):
+        out.append(text)
+        if vr == "PN":
+            out += [p.strip() for p in text.replace("=", "^").split("^") if p.strip()]
+        elif vr == "DT":
+            out.append(text[:8])
+    return out
 
 
 def _texts(elem, vr: str) -> list[str]:
@@ -101,12 +119,21 @@ class LeakCheck:
         self._all = ahocorasick_rs.BytesAhoCorasick(self.patterns) if self.patterns else None
         self._long = ahocorasick_rs.BytesAhoCorasick(self.long_patterns) if self.long_patterns else None
         self._text = ahocorasick_rs.AhoCorasick(self.values) if self.values else None
+        self._known = frozenset(self.values) | frozenset(allowed)
+        self._extra: LeakCheck | None = None
 
     def with_values(self, more: Iterable[str]) -> LeakCheck:
-        """This check, plus ``more`` values (a file's own): itself when they add nothing."""
-        extra = {v.strip() for v in more} - set(self.values) - self.allowed
-        extra = {v for v in extra if len(v) >= MIN_PATTERN}
-        return self if not extra else LeakCheck([*self.values, *extra], self.allowed)
+        """This check plus ``more`` values (a file's own): itself when they add nothing.
+
+        The batch's automaton is kept; only the few values it lacks get one of their own.
+        """
+        known = self._known
+        extra = {v for v in (m.strip() for m in more) if len(v) >= MIN_PATTERN and v not in known}
+        if not extra:
+            return self
+        combined = copy.copy(self)
+        combined._extra = LeakCheck(extra, self.allowed)
+        return combined
 
     def hits(self, buf, pixel: tuple[int, int] | None = None) -> int:
         """How many identifying values occur in ``buf`` (a count, never the values)."""
@@ -125,10 +152,12 @@ class LeakCheck:
                 if pattern not in found and _is_token(buf, start + a, start + b, pattern):
                     found.add(pattern)
         view.release()
-        return len(found)
+        return len(found) + (self._extra.hits(buf, pixel) if self._extra is not None else 0)
 
     def clean(self, text: str) -> str:
         """``text`` with every identifying value that stands in it as a whole token taken out."""
+        if self._extra is not None:
+            text = self._extra.clean(text)
         if self._text is None or not text:
             return text
         spans = [(a, b) for index, a, b in self._text.find_matches_as_indexes(text, overlapping=True)

@@ -82,6 +82,7 @@ def pack_study(
     Raises ``InputChanged`` when a file differs from what stage 1 read, and
     ``OSError`` or ``TarballBroken`` when the tarball cannot be written whole.
     """
+    ctx = replace(ctx, clean=leak.clean)  # descriptors are cleaned of the values the leak check looks for
     records: list[dict] = []
     series: set[str] = set()
     names: list[str] = []
@@ -133,8 +134,10 @@ def _one_file(path: Path, roots: list[Path], entry: dict, recipe: Recipe, ctx: C
         raise InputChanged
     ds = parse_dicom(data, stop_before_pixels=False)
     check_pixel_data(ds)
-    check = leak.with_values(identifying_values(ds, recipe.profile))  # this very file's values too
-    recipe.apply(ds, replace(ctx, clean=check.clean))
+    # The fingerprint proves these are the bytes whose values stage 1 collected; it parsed up to the
+    # pixel data, so this very file's values after them are added here.
+    check = leak.with_values(identifying_values(ds, recipe.profile, after_pixels_only=True))
+    recipe.apply(ds, ctx if check is leak else replace(ctx, clean=check.clean))
     name = f"{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     pixels = ds.get_item(PIXEL_DATA)
     in_memory = pixels is None or len(pixels.value or b"") < IN_MEMORY_LIMIT

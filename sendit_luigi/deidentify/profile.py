@@ -148,6 +148,7 @@ class Profile:
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "_masks", tuple(masks))
         object.__setattr__(self, "_cache", {})
+        object.__setattr__(self, "_identifying", {})
 
     # -- what the table says --------------------------------------------------
 
@@ -199,12 +200,14 @@ class Profile:
         whose identifying parts are values of other elements, which are on the list;
         and times of day (TM), which the date option keeps elsewhere in the same file.
         """
-        if vr == "SQ" or vr in TIME_VRS:
-            return False  # a time of day alone names no one, and the same time stands in kept attributes
-        row = self.row(tag)
-        if row is None or "clean_descriptors" in row.options:
-            return False
-        return self.op(tag, vr) is not Op.KEEP
+        key = (tag, vr)
+        cache = self._identifying  # type: ignore[attr-defined]
+        if key not in cache:
+            row = self.row(tag) if vr != "SQ" and vr not in TIME_VRS else None
+            # no row: not in the table; a time of day alone names no one, and stands in kept attributes too
+            cache[key] = (row is not None and "clean_descriptors" not in row.options
+                          and self.op(tag, vr) is not Op.KEEP)
+        return cache[key]
 
     # -- saying what was done -------------------------------------------------
 

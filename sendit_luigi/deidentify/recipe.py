@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from pathlib import Path
 from deid.config import DeidRecipe
 from deid.dicom import fields as deid_fields
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -42,7 +46,7 @@ from pydicom.uid import (
 from ..errors import FileProblem, RecipeError, file_error
 from ..workdir import Keyed
 from .profile import Op, Profile
-from .walk import ITEM, walk
+from .walk import datasets, element_vr
 
 # Strongest first: when several recipe lines hit one element, the strongest wins.
 PRIORITY = {"KEEP": 6, "ADD": 5, "REPLACE": 4, "JITTER": 3, "REMOVE": 2, "BLANK": 1}
@@ -56,6 +60,7 @@ SKIP = (
     "BluePaletteColorLookupTableData",
 )
 STANDARD_UID_ROOT = "1.2.840.10008."
+METHOD_CODES = Tag(0x00120064)  # DeidentificationMethodCodeSequence
 PROGRAM_VERSION_NAME = "SENDIT_LUIGI_1"
 
 # The profile's D (dummy) value for each VR; UIDs get a consistent replacement, sequences are emptied.
@@ -242,21 +247,28 @@ class Recipe:
             else:
                 tag = tag_for_keyword(keyword)
                 ds.add_new(tag, dictionary_VR(tag), new)
-        self.record_method(ds, extra_codes)
         ds.preamble = b"\0" * 128  # a preamble may hold a TIFF header with PHI
         rebuild_file_meta(ds)
+        self.record_method(ds, extra_codes)
 
     def _step(self, parent: Dataset, tag, action: str, value, ctx: Context) -> None:
-        """One step of the plan on one element (removal does not decode it)."""
+        """One step of the plan on one element (removing, emptying or a dummy do not decode it)."""
         if action in ("REMOVE", Op.REMOVE.value):
             del parent[tag]
             return
+        if action in ("BLANK", Op.BLANK.value, Op.DUMMY.value):
+            vr = element_vr(parent.get_item(tag)).split(" or ")[0]  # implicit VR: the dictionary's first
+            if action == Op.DUMMY.value and vr == "UI":
+                _remap(parent[tag], ctx)  # a dummy UID is a consistent new one: it needs the original
+                return
+            if action == Op.DUMMY.value and vr != "SQ":
+                new = DUMMIES.get(vr, b"\0\0")
+            else:
+                new = Sequence() if vr == "SQ" else None
+            parent[tag] = DataElement(tag, vr, new)
+            return
         elem = parent[tag]
-        if action in ("BLANK", Op.BLANK.value):
-            elem.value = Sequence() if elem.VR == "SQ" else None
-        elif action == Op.DUMMY.value:
-            _dummy(elem, ctx)
-        elif action == Op.REMAP.value:
+        if action == Op.REMAP.value:
             _remap(elem, ctx)
         elif action in ("JITTER", Op.SHIFT.value):
             _jitter(elem, ctx)
@@ -266,16 +278,39 @@ class Recipe:
             elem.value = self._value(value, elem, ctx)
 
     def record_method(self, ds: Dataset, extra_codes: tuple[tuple[str, str, str], ...] = ()) -> None:
-        """PatientIdentityRemoved, DeidentificationMethod(CodeSequence) and what happened to dates."""
+        """PatientIdentityRemoved, DeidentificationMethod(CodeSequence) and what happened to dates.
+
+        The code sequence is the same in every file: it is encoded once per
+        transfer syntax and added as raw bytes (writing its items anew was a
+        twentieth of stage 3's time).
+        """
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = self.method()
+        ds.LongitudinalTemporalInformationModified = self.profile.longitudinal()
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax.is_little_endian:
+            implicit = syntax.is_implicit_VR
+            value = self._encoded_codes(extra_codes, implicit)
+            ds._dict[METHOD_CODES] = RawDataElement(METHOD_CODES, None if implicit else "SQ", len(value), value, 0,
+                                                    implicit, True)
+        else:
+            ds.DeidentificationMethodCodeSequence = self._codes(extra_codes)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - one recipe per process
+    def _codes(self, extra_codes: tuple[tuple[str, str, str], ...]) -> Sequence:
         items = []
         for value, scheme, meaning in [*self.profile.method_codes(), *extra_codes]:
             item = Dataset()
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
-        ds.LongitudinalTemporalInformationModified = self.profile.longitudinal()
+        return Sequence(items)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - one recipe per process
+    def _encoded_codes(self, extra_codes: tuple[tuple[str, str, str], ...], implicit: bool) -> bytes:
+        out = DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, implicit
+        write_sequence(out, DataElement(METHOD_CODES, "SQ", self._codes(extra_codes)), ["iso8859"])
+        return out.getvalue()
 
     @staticmethod
     def _value(value: str | None, elem, ctx: Context):
@@ -303,15 +338,6 @@ def _remap(elem, ctx: Context) -> None:
         _set(elem, [ctx.remap_uid(str(v)) for v in _values(elem)])
     else:  # a U row whose element is not a UID (a broken file): nothing of it may stay
         elem.value = None
-
-
-def _dummy(elem, ctx: Context) -> None:
-    if elem.VR == "SQ":
-        elem.value = Sequence()
-    elif elem.VR == "UI":
-        _remap(elem, ctx)
-    else:
-        elem.value = DUMMIES.get(elem.VR, b"\0\0" if isinstance(elem.value, bytes) else None)
 
 
 def _jitter(elem, ctx: Context) -> None:
@@ -369,19 +395,21 @@ def prepare(ds: Dataset, keep_creators: frozenset[str] = frozenset()) -> tuple:
     profile removes its one identifying element (AffectedSOPInstanceUID) anyway.
     """
     out: list = []
-    for d, tag, raw, vr, depth in walk(ds):
-        if tag is ITEM:
-            out.append(depth)
-            continue
-        if tag.group == 0 or (tag.is_private and (not keep_creators or not _allowed(d, tag, keep_creators))):
-            del d[tag]
-            continue
-        if vr == "SQ":
-            out.append((tag, "SQ", len(d[tag].value)))
-        elif tag.is_private and tag.is_private_creator:
-            out.append((tag, vr, d[tag].value))
-        else:
-            out.append((tag, vr))
+    for d, depth in datasets(ds):
+        out.append(depth)  # where each item starts
+        for tag, raw in list(d._dict.items()):
+            group = tag >> 16
+            private = group & 1
+            if not group or (private and (not keep_creators or not _allowed(d, tag, keep_creators))):
+                del d[tag]
+                continue
+            vr = raw.VR or element_vr(raw)
+            if vr == "SQ":
+                out.append((tag, "SQ", len(d[tag].value)))
+            elif private and tag.is_private_creator:
+                out.append((tag, vr, d[tag].value))
+            else:
+                out.append((tag, vr))
     return tuple(out)
 
 

@@ -13,14 +13,10 @@ from collections.abc import Iterator
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 
 from ..errors import FileProblem
 
 MAX_DEPTH = 32  # real objects rarely nest ten levels (SR content trees included)
-
-ITEM = None  # the tag yielded at the start of each sequence item
-
 
 def element_vr(raw) -> str:
     """An element's VR without decoding its value (implicit-VR files: the dictionary's)."""
@@ -32,23 +28,20 @@ def element_vr(raw) -> str:
         return "UN"
 
 
-def walk(ds: Dataset) -> Iterator[tuple[Dataset, BaseTag | None, object, str, int]]:
-    """Yield ``(dataset, tag, raw element, VR, depth)`` for every element, depth first, in tag order.
+def datasets(ds: Dataset) -> Iterator[tuple[Dataset, int]]:
+    """Yield ``(dataset, depth)`` for ``ds`` and every sequence item in it, parents first.
 
-    The start of each sequence item is yielded as ``(item, ITEM, None, "", depth)``.
-    The caller may delete the element it was just given; a deleted sequence is
-    not entered. Raises ``FileProblem`` past ``MAX_DEPTH``.
+    The caller looks at each dataset's elements (``d._dict``, raw) when it is
+    given; it may delete elements then, and a deleted sequence is not entered.
+    Raises ``FileProblem`` past ``MAX_DEPTH``.
     """
     stack: list[tuple[Dataset, int]] = [(ds, 0)]
     while stack:
         d, depth = stack.pop()
-        if depth:
-            yield d, ITEM, None, "", depth
+        yield d, depth
         nested: list[tuple[Dataset, int]] = []
         for tag, raw in list(d._dict.items()):
-            vr = element_vr(raw)
-            yield d, tag, raw, vr, depth
-            if vr == "SQ" and tag in d._dict:
+            if raw.VR == "SQ" or (not raw.VR and element_vr(raw) == "SQ"):
                 if depth + 1 > MAX_DEPTH:
                     raise FileProblem(f"sequences are nested more than {MAX_DEPTH} levels deep; not read further")
                 nested.extend((item, depth + 1) for item in d[tag].value)
