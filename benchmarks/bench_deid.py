@@ -36,7 +36,7 @@ def default_recipe(filters: tuple[str, ...] = ("burned_in",)) -> Recipe:
 def ours(folder: Path, work: Path, recipe: Recipe | None = None) -> tuple[float, int]:
     recipe = recipe or default_recipe()
     start = time.perf_counter()
-    headers = extract_headers(folder, [], recipe.profile, recipe.quarantine_reason)
+    headers = extract_headers(folder, [], recipe.profile, recipe.burned_in)
     jitter = -11
     ctx = Context({"patient_id": "PBENCH", "accession": "ABENCH", "jitter": jitter}, jitter,
                   uid_remapper(Keyed(b"b" * 64), "2.25."))

@@ -50,7 +50,7 @@ def file_label(index: int) -> str:
 
 
 def extract_file(path: Path, roots: list[Path], profile: Profile,
-                 quarantine: Callable[[Dataset], str] | None = None) -> tuple[dict, set[str]]:
+                 burned_in: Callable[[Dataset], tuple[str, bool]] | None = None) -> tuple[dict, set[str]]:
     """Read one file's header; return its record and its identifying values."""
     ds, fingerprint = read_dicom(path, roots)
     record: dict = {"fingerprint": fingerprint.as_dict()}
@@ -70,9 +70,11 @@ def extract_file(path: Path, roots: list[Path], profile: Profile,
     if not str(ds.get("SOPClassUID", "")).strip():
         raise FileProblem("SOPClassUID (0008,0016) is missing: not a DICOM instance")
     values = identifying_values(ds, profile)  # walks every depth: a file nested too deep fails here
-    if quarantine is not None:
-        reason = quarantine(ds)
-        if reason:
+    if burned_in is not None:
+        reason, regions = burned_in(ds)
+        if reason and regions and "clean_pixel_data" in profile.options:
+            record["clean_pixels"] = reason  # stage 3 blacks the regions out
+        elif reason:
             record["quarantine"] = reason
     return record, values
 
@@ -81,15 +83,17 @@ def extract_headers(
     folder: Path,
     roots: list[Path],
     profile: Profile,
-    quarantine: Callable[[Dataset], str] | None = None,
+    burned_in: Callable[[Dataset], tuple[str, bool]] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> dict:
     """Stage 1 for one batch folder: the headers checkpoint as a dict.
 
     Never raises for bad files: each one gets an ``error`` in its record, in
     our words. A batch that is empty or has no readable DICOM file gets a
-    batch ``error`` (status ``empty`` or ``error``). ``quarantine`` says why a
-    file's pixels may show PHI; such a file is marked and will not be packed.
+    batch ``error`` (status ``empty`` or ``error``). ``burned_in`` says why a
+    file's pixels may show PHI, and whether the regions are known; such a file
+    is quarantined (never packed), or, with the profile's Clean Pixel Data
+    option and known regions, marked for cleaning.
     ``progress`` is told (files done, files in all, errors so far).
     """
     start = time.time()
@@ -110,7 +114,7 @@ def extract_headers(
         entry: dict = {"index": file_label(index), "path": path.relative_to(folder).as_posix()}
         try:
             entry["size"] = os.lstat(path).st_size
-            record, values = extract_file(path, roots, profile, quarantine)
+            record, values = extract_file(path, roots, profile, burned_in)
             entry.update(record)
             entry["size"] = record["fingerprint"]["size"]
             phi |= values

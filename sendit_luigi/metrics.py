@@ -22,6 +22,7 @@ COLUMNS = [
     "files_error",
     "files_quarantined",
     "files_skipped",
+    "files_cleaned",
     "bytes_in",
     "bytes_out",
     *[f"{stage}_{part}" for stage in STAGES for part in ("start", "end", "seconds")],
@@ -46,6 +47,7 @@ def batch_row(key: str) -> dict:
         files_error=result["files_error"],
         files_quarantined=len(result.get("quarantine", [])),
         files_skipped=len(result.get("skipped", [])),
+        files_cleaned=len(result.get("cleaned", [])),
         recipe=result.get("recipe_hash", ""),
         bytes_in=result["bytes_in"],
         bytes_out=result["bytes_out"],
@@ -54,6 +56,7 @@ def batch_row(key: str) -> dict:
             [f"{e['file']}: {e['error']}" for e in result["errors"]]
             + [f"{q['file']}: quarantined ({q['reason']})" for q in result.get("quarantine", [])]
             + [f"{k['file']}: skipped ({k['reason']})" for k in result.get("skipped", [])]
+            + [f"{c['file']}: pixels cleaned ({c['reason']})" for c in result.get("cleaned", [])]
         ),
     )
     stages = dict(result["stages"])
@@ -70,7 +73,8 @@ def batch_row(key: str) -> dict:
 
 def frame(keys: list[str]) -> pd.DataFrame:
     df = pd.DataFrame([batch_row(k) for k in keys], columns=COLUMNS)
-    for col in ("files", "files_error", "files_quarantined", "files_skipped", "bytes_in", "bytes_out"):
+    for col in ("files", "files_error", "files_quarantined", "files_skipped", "files_cleaned", "bytes_in",
+                "bytes_out"):
         df[col] = df[col].fillna(0).astype("int64")
     for col in ("error", "errors", "recipe"):
         df[col] = df[col].fillna("")

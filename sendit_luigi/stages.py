@@ -62,7 +62,7 @@ def extract(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     sweep_temporaries(b.dir)
     rules = recipe()
-    headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.quarantine_reason,
+    headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.burned_in,
                               progress)
     write_json(b.headers_file, headers)
     good = sum("error" not in f for f in headers["files"])
@@ -190,6 +190,7 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         "errors": [{"file": f["index"], "error": f["error"]} for f in files if "error" in f],
         "quarantine": [{"file": f["index"], "reason": f["quarantine"]} for f in files if "quarantine" in f],
         "skipped": [{"file": f["index"], "reason": f["skipped"]} for f in files if "skipped" in f],
+        "cleaned": [],
         "recipe_hash": recipe().hash,
         "stages": {"headers": headers["stage"], "identifiers": ids["stage"]},
     }
@@ -243,6 +244,8 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
                         cfg.compress_level, progress)
     errors = [{"file": f["index"], "error": f["error"]} for f in headers["files"] if "error" in f]
     errors += [{"file": r["file"], "error": r["error"]} for r in packed.files if "error" in r]
+    cleaned = [{"file": r["file"], "reason": f["clean_pixels"]} for r, f in zip(packed.files, good, strict=True)
+               if r.get("pixels_cleaned")]
     errors.sort(key=lambda e: int(e["file"].split()[-1]))
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
@@ -270,6 +273,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
         "status": "done",
         "error": "",
         "errors": errors,
+        "cleaned": cleaned,
         "bytes_out": packed.bytes_out,
         "tarball_name": f"{ids['patient']}_{study_date}_{ids['accession']}.tar.gz",
         "row": row,

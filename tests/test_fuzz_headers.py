@@ -92,7 +92,7 @@ def test_mutated_headers_never_escape_per_file_handling_never_leak_and_are_never
     values = list(PLANTED.values()) + ["FUZZDOE", "FUZZJANE", "FUZZREFDOC"]
     packed_total = errors_total = 0
     for folder in batches:
-        headers = extract_headers(folder, [], RECIPE.profile, RECIPE.quarantine_reason)  # must not raise
+        headers = extract_headers(folder, [], RECIPE.profile, RECIPE.burned_in)  # must not raise
         good = [f for f in headers["files"] if "error" not in f and "skipped" not in f and "quarantine" not in f]
         ctx = Context({"patient_id": "PFUZZ", "accession": "AFUZZ", "jitter": 7}, 7,
                       uid_remapper(Keyed(b"f" * 64), "2.25."))

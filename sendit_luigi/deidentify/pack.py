@@ -59,6 +59,7 @@ class _Written:
     size: int
     data: memoryview | None = None
     scratch: Path | None = None
+    cleaned: bool = False
 
 
 def pack_study(
@@ -113,6 +114,8 @@ def pack_study(
                             series.add(str(ds.SeriesInstanceUID))
                             shared.add(ds)
                             record["output"], record["size_out"] = written.name, written.size
+                            if written.cleaned:
+                                record["pixels_cleaned"] = True
                         if progress is not None:
                             progress(len(records), len(files), sum("error" in r for r in records))
             if not names:
@@ -134,10 +137,14 @@ def _one_file(path: Path, roots: list[Path], entry: dict, recipe: Recipe, ctx: C
         raise InputChanged
     ds = parse_dicom(data, stop_before_pixels=False)
     check_pixel_data(ds)
+    extra: tuple[tuple[str, str, str], ...] = ()
+    if entry.get("clean_pixels"):  # the Clean Pixel Data option, for a file with known regions
+        recipe.clean_pixels(ds)
+        extra = (recipe.profile.clean_pixels_code(),)
     # The fingerprint proves these are the bytes whose values stage 1 collected; it parsed up to the
     # pixel data, so this very file's values after them are added here.
     check = leak.with_values(identifying_values(ds, recipe.profile, after_pixels_only=True))
-    recipe.apply(ds, ctx if check is leak else replace(ctx, clean=check.clean))
+    recipe.apply(ds, ctx if check is leak else replace(ctx, clean=check.clean), extra)
     name = f"{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
     pixels = ds.get_item(PIXEL_DATA)
     in_memory = pixels is None or len(pixels.value or b"") < IN_MEMORY_LIMIT
@@ -151,10 +158,10 @@ def _one_file(path: Path, roots: list[Path], entry: dict, recipe: Recipe, ctx: C
     if in_memory:
         view = out.getbuffer()
         check_written(view, ds, check)
-        return _Written(name, len(view), data=view), ds
+        return _Written(name, len(view), data=view, cleaned=bool(extra)), ds
     with open(scratch, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         check_written(buf, ds, check)
-    return _Written(name, scratch.stat().st_size, scratch=scratch), ds
+    return _Written(name, scratch.stat().st_size, scratch=scratch, cleaned=bool(extra)), ds
 
 
 def _add(tar: tarfile.TarFile, written: _Written) -> None:

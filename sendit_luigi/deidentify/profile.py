@@ -85,6 +85,7 @@ SUPPORTED = frozenset({
     "retain_longitudinal_full_dates", "retain_longitudinal_modified_dates", "clean_descriptors",
     "retain_safe_private", "clean_pixel_data",
 })
+PER_FILE = ("clean_pixel_data",)  # declared only in the files it changed (see clean_pixels_code)
 DATE_OPTIONS = ("retain_longitudinal_modified_dates",)
 DATE_VRS = ("DA", "DT")
 TIME_VRS = ("TM",)
@@ -214,13 +215,19 @@ class Profile:
     def method_codes(self) -> list[tuple[str, str, str]]:
         """(code value, scheme, meaning) of the profile and of each option in force, from CID 7050."""
         names = ["BasicApplicationConfidentialityProfile"] + [
-            OPTION_CODES[o] for o in sorted(self.options) if o in OPTION_CODES
+            OPTION_CODES[o] for o in sorted(self.options) if o in OPTION_CODES and o not in PER_FILE
         ]
         out = []
         for name in names:
             code = getattr(codes.cid7050, name)
             out.append((code.value, code.scheme_designator, code.meaning))
         return out
+
+    @staticmethod
+    def clean_pixels_code() -> tuple[str, str, str]:
+        """CID 7050's Clean Pixel Data Option, for the files whose pixels were cleaned."""
+        code = codes.cid7050.CleanPixelDataOption
+        return (code.value, code.scheme_designator, code.meaning)
 
     def longitudinal(self) -> str:
         """LongitudinalTemporalInformationModified: what happened to dates."""

@@ -162,16 +162,32 @@ class Recipe:
         """DeidentificationMethod: this program, the table's edition, the recipe and its hash (LO, <= 64)."""
         return f"sendit-luigi PS3.15-{self.profile.edition} {self.name[:20]} {self.hash}"[:64]
 
-    def quarantine_reason(self, ds: Dataset) -> str:
-        """Why deid's header filter flags ``ds`` as likely to show PHI in its pixels ('' if clean)."""
+    def burned_in(self, ds: Dataset) -> tuple[str, bool]:
+        """Why deid's header filters flag ``ds`` as likely to show PHI in its pixels ('' if not), and
+        whether every flagging section names the regions to black out (``coordinates``)."""
         if not self._filter.deid["filter"]:
-            return ""
+            return "", False
         from deid.dicom.pixels.detect import has_burned_pixels  # imports matplotlib: only when filters are on
 
         result = has_burned_pixels(ds, deid=self._filter)
         if not result["flagged"]:
-            return ""
-        return "; ".join(f"{r['group']}: {' '.join(r['reason'].split())}" for r in result["results"])
+            return "", False
+        reason = "; ".join(f"{r['group']}: {' '.join(r['reason'].split())}" for r in result["results"])
+        return reason, all(r.get("coordinates") for r in result["results"])
+
+    def quarantine_reason(self, ds: Dataset) -> str:
+        """Why deid's header filters flag ``ds`` ('' if they do not)."""
+        return self.burned_in(ds)[0]
+
+    def clean_pixels(self, ds: Dataset) -> None:
+        """Black out the regions the flagging filters name: the Clean Pixel Data option (deid's cleaner)."""
+        from deid.dicom.pixels.clean import clean_pixel_data
+        from deid.dicom.pixels.detect import has_burned_pixels
+
+        result = has_burned_pixels(ds, deid=self._filter)
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
+        ds.PixelData = clean_pixel_data(ds, result).tobytes()
 
     # -- planning ---------------------------------------------------------
 
