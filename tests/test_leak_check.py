@@ -34,3 +34,50 @@ def test_pixel_bytes_are_searched_only_for_long_values():
 
 def test_latin1_encoded_names_are_found():
     assert LeakCheck(["MÜLLER^JÖRG"]).hits("MÜLLER^JÖRG".encode("latin-1")) == 1
+
+
+def pack_one(tmp_path, ds):
+    """Stage 1 and stage 3 on a batch folder holding ``ds``; return the pack result and the tarball's bytes."""
+    import gzip
+
+    from conftest import recipe_for
+    from sendit_luigi.deidentify import Context, pack_study, uid_remapper
+    from sendit_luigi.headers import extract_headers
+    from sendit_luigi.workdir import Keyed
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    ds.save_as(folder / "file", enforce_file_format=True)
+    recipe = recipe_for()
+    headers = extract_headers(folder, [], recipe.profile)
+    ctx = Context({"patient_id": "PCODE", "accession": "ACODE", "jitter": 3}, 3, uid_remapper(Keyed(b"l" * 64), "2.25."))
+    result = pack_study(folder, [], headers["files"], recipe, ctx, LeakCheck(headers["phi"]),
+                        tmp_path / "out.tar.gz", tmp_path / "scratch")
+    out = tmp_path / "out.tar.gz"
+    return result, gzip.decompress(out.read_bytes()) if out.exists() else b""
+
+
+def ct(**values):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def test_phi_in_the_preamble_never_reaches_the_output(tmp_path):
+    ds = ct(PatientName="PHIPRE^DOE")
+    ds.preamble = b"II*\x00 PHIPREAMBLE^DOE MRN 12345678 ".ljust(128, b"\x00")  # a TIFF header with a name
+    result, plain = pack_one(tmp_path, ds)
+    assert result.packed == 1, result.files
+    assert b"PHIPREAMBLE" not in plain and b"12345678" not in plain
+
+
+def test_a_value_only_the_leak_check_knows_stops_the_file(tmp_path):
+    """The patient's name, copied by a modality into an attribute the profile keeps (Manufacturer)."""
+    result, plain = pack_one(tmp_path, ct(PatientName="PHILEAK^DOE", Manufacturer="PHILEAK"))
+    assert result.packed == 0
+    assert result.files[0]["error"].startswith("leak check failed: 1 original identifying value")
+    assert b"PHILEAK" not in plain
