@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--files", type=int, default=300, help="files per de-identification data set")
     parser.add_argument("--batches", type=int, default=100, help="batches for the end-to-end run (20 files each)")
+    parser.add_argument("--output", help="also write the table into this BENCHMARKS.md (its side-by-side section)")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="sendit-compare-"))
     base = tmp / "base"
@@ -74,12 +75,35 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"ProcessAll {args.batches} batches x 20 files, --workers {workers} (batches/s)", got))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, capture_output=True)
-    print(f"| measured (median of {args.repeats}) | base {args.base} | head | head / base |")
-    print("| --- | --- | --- | --- |")
+    lines = [f"| measured (median of {args.repeats}) | base {args.base} | head | head / base |",
+             "| --- | --- | --- | --- |"]
     for label, got in rows:
         b, h = statistics.median(got["base"]), statistics.median(got["head"])
-        print(f"| {label} | {b:.1f} | {h:.1f} | {h / b:.2f} |")
+        lines.append(f"| {label} | {b:.1f} | {h:.1f} | {h / b:.2f} |")
+    print("\n".join(lines))
+    if args.output:
+        write_section(Path(args.output), args, lines)
     return 0
+
+
+def write_section(path: Path, args: argparse.Namespace, table: list[str]) -> None:
+    """Put the table into ``path``'s side-by-side section (``benchmarks.run`` keeps it)."""
+    import datetime as dt
+
+    from .run import SIDE_BY_SIDE, machine, side_by_side_block
+
+    start, end = SIDE_BY_SIDE
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    block = "\n".join([
+        start, "## Side by side with an earlier version", "",
+        f"Measured {dt.date.today().isoformat()} on {machine()}, with "
+        f"`python -m benchmarks.compare --base {args.base}`: the working tree (on {head.strip()}) and `{args.base}`",
+        "on the same data, in turn, in one run. De-identification: stage 1 + stage 3 on one core",
+        f"({args.files} files per data set). ProcessAll: local backends, local scheduler.", "",
+        *table, end]) + "\n"
+    text = path.read_text() if path.exists() else ""
+    old = side_by_side_block(text)
+    path.write_text(text.replace(old, block) if old else text.rstrip("\n") + "\n\n" + block)
 
 
 if __name__ == "__main__":

@@ -75,9 +75,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dasher: {results['dasher']}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    Path(args.output).write_text(render(results, smoke=args.smoke))
+    output = Path(args.output)
+    kept = side_by_side_block(output.read_text()) if output.exists() else ""
+    output.write_text(render(results, smoke=args.smoke) + (f"\n{kept}" if kept else ""))
     print(f"wrote {args.output}")
     return 0
+
+
+SIDE_BY_SIDE = ("<!-- side by side: python -m benchmarks.compare -->", "<!-- end of side by side -->")
+
+
+def side_by_side_block(text: str) -> str:
+    """The section ``benchmarks.compare`` wrote, kept when the rest is measured again ('' if none)."""
+    start, end = SIDE_BY_SIDE
+    if start not in text or end not in text:
+        return ""
+    return text[text.index(start) : text.index(end) + len(end)] + "\n"
 
 
 def render(r: dict, smoke: bool) -> str:
@@ -85,6 +98,7 @@ def render(r: dict, smoke: bool) -> str:
     if smoke:
         out += ["**Smoke run on tiny data: these numbers mean nothing.**", ""]
     out += [f"Measured {dt.date.today().isoformat()} on {machine()}.",
+            "De-identification follows DICOM PS3.15 Table E.1-1, edition 2026d (see README.md).",
             "Reproduce with `make bench` (or `.venv/bin/python -m benchmarks.run`); every ratio compares two",
             "measurements taken in the same run on the same data.", ""]
     if any(k.startswith("deid_") for k in r):
