@@ -1,7 +1,7 @@
 """Stage 1: read every file of a batch and extract the header data the later stages need.
 
 Headers are parsed with ``stop_before_pixels``; every file is still read in
-full once, for its fingerprint (size, modification time, SHA-256), so that
+full once, for its fingerprint (size, modification time, BLAKE3 hash), so that
 stage 3 packs exactly the file whose header was read here. The result (the
 *headers checkpoint*) holds, per file, the few values that decide the batch's
 identity, and for the whole batch every value that the profile removes, which

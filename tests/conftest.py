@@ -20,6 +20,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hypothesis
 import pydicom
 import pytest
 
@@ -28,6 +29,12 @@ from sendit_luigi.deidentify import Profile, Recipe
 from sendit_luigi.sample_data import Study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Hypothesis: CI runs a fixed set of examples (derandomized, so a red run can be repeated);
+# a developer's run draws new ones, more of them (HYPOTHESIS_PROFILE=ci for CI's).
+hypothesis.settings.register_profile("ci", derandomize=True, max_examples=40)
+hypothesis.settings.register_profile("dev", max_examples=150)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 RECIPE = REPO / "sendit_luigi" / "recipes" / "sendit.dicom"
 
 

@@ -171,16 +171,23 @@ def test_no_error_text_quotes_a_value_or_the_folder(bad):
     assert str(pipe.input) not in text
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
 def test_an_unreadable_file_is_a_file_error(pipe):
+    """As root (CI), the run drops the capabilities that let root read any file (setpriv)."""
+    import subprocess
+
     folder = write_study(pipe.input, make_study(1), 2)
     locked = first_file(folder)
     locked.chmod(0)
+    command = pipe.command()
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
     try:
-        assert pipe.run().code == 0
+        proc = subprocess.run(command, cwd=pipe.root, env=pipe.env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
         locked.chmod(0o644)
-    assert "PermissionError" in pipe.metrics().iloc[0]["errors"]
+    label = file_label(folder, locked.relative_to(folder).as_posix())
+    assert f"{label}: permission denied (PermissionError)" in pipe.metrics().iloc[0]["errors"]
 
 
 def test_a_batch_folder_that_disappears_mid_run_is_retried_when_back(pipe, configured):

@@ -59,7 +59,7 @@ def place(ds: Dataset, seqs: list[str], keyword: str, text: str) -> None:
         setattr(node, keyword, text)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # examples: conftest's profile
 @given(st.lists(planted, min_size=1, max_size=12))
 def test_no_planted_value_survives(tmp_path_factory, plants):
     work = tmp_path_factory.mktemp("prop")

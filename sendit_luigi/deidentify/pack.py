@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import mmap
+import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -133,9 +134,13 @@ def _one_file(path: Path, roots: list[Path], entry: dict, recipe: Recipe, ctx: C
     """Read, check, de-identify, write and leak-check one file; raise on any problem."""
     data, fingerprint = open_input(path, roots)
     expected = entry.get("fingerprint") or {}
-    if (fingerprint.size, fingerprint.sha256) != (expected.get("size"), expected.get("sha256")):
+    if (fingerprint.size, fingerprint.blake3) != (expected.get("size"), expected.get("blake3")):
         raise InputChanged
     ds = parse_dicom(data, stop_before_pixels=False)
+    if isinstance(data, Path):  # a large file is parsed from disk after hashing: it must not have changed since
+        info = os.stat(data)
+        if (info.st_size, info.st_mtime_ns) != (fingerprint.size, fingerprint.mtime_ns):
+            raise InputChanged
     check_pixel_data(ds)
     extra: tuple[tuple[str, str, str], ...] = ()
     if entry.get("clean_pixels"):  # the Clean Pixel Data option, for a file with known regions
