@@ -47,7 +47,7 @@ def batch_row(key: str) -> dict:
         files_error=result["files_error"],
         files_quarantined=len(result.get("quarantine", [])),
         files_skipped=len(result.get("skipped", [])),
-        files_cleaned=len(result.get("cleaned", [])),
+        files_cleaned=len(result.get("pixels_cleaned", [])),
         recipe=result.get("recipe_hash", ""),
         bytes_in=result["bytes_in"],
         bytes_out=result["bytes_out"],
@@ -56,7 +56,7 @@ def batch_row(key: str) -> dict:
             [f"{e['file']}: {e['error']}" for e in result["errors"]]
             + [f"{q['file']}: quarantined ({q['reason']})" for q in result.get("quarantine", [])]
             + [f"{k['file']}: skipped ({k['reason']})" for k in result.get("skipped", [])]
-            + [f"{c['file']}: pixels cleaned ({c['reason']})" for c in result.get("cleaned", [])]
+            + [f"{c['file']}: pixels cleaned ({c['reason']})" for c in result.get("pixels_cleaned", [])]
         ),
     )
     stages = dict(result["stages"])

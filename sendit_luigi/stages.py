@@ -190,7 +190,7 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         "errors": [{"file": f["index"], "error": f["error"]} for f in files if "error" in f],
         "quarantine": [{"file": f["index"], "reason": f["quarantine"]} for f in files if "quarantine" in f],
         "skipped": [{"file": f["index"], "reason": f["skipped"]} for f in files if "skipped" in f],
-        "cleaned": [],
+        "pixels_cleaned": [],
         "recipe_hash": recipe().hash,
         "stages": {"headers": headers["stage"], "identifiers": ids["stage"]},
     }
@@ -273,7 +273,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
         "status": "done",
         "error": "",
         "errors": errors,
-        "cleaned": cleaned,
+        "pixels_cleaned": cleaned,
         "bytes_out": packed.bytes_out,
         "tarball_name": f"{ids['patient']}_{study_date}_{ids['accession']}.tar.gz",
         "row": row,
