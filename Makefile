@@ -20,6 +20,8 @@ demo: setup
 	$(BIN)/python -m sendit_luigi demo demo
 
 test: setup
+	$(BIN)/ruff check sendit_luigi tests benchmarks
+	$(BIN)/ruff format --check sendit_luigi tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -28,8 +28,11 @@ RECIPE = Path(__file__).resolve().parent.parent / "sendit_luigi" / "recipes" / "
 
 def default_recipe(filters: tuple[str, ...] = ("burned_in",)) -> Recipe:
     """The shipped recipe with the default profile options, as the pipeline builds it."""
-    profile = Profile(config.DEFAULT_TABLE, frozenset(config.split(config.PROFILE_OPTIONS)),
-                      frozenset(config.split(config.DESCRIPTORS)))
+    profile = Profile(
+        config.DEFAULT_TABLE,
+        frozenset(config.split(config.PROFILE_OPTIONS)),
+        frozenset(config.split(config.DESCRIPTORS)),
+    )
     return Recipe(RECIPE, profile, frozenset(), filters)
 
 
@@ -38,8 +41,11 @@ def ours(folder: Path, work: Path, recipe: Recipe | None = None) -> tuple[float,
     start = time.perf_counter()
     headers = extract_headers(folder, [], recipe.profile, recipe.burned_in)
     jitter = -11
-    ctx = Context({"patient_id": "PBENCH", "accession": "ABENCH", "jitter": jitter}, jitter,
-                  uid_remapper(Keyed(b"b" * 64), "2.25."))
+    ctx = Context(
+        {"patient_id": "PBENCH", "accession": "ABENCH", "jitter": jitter},
+        jitter,
+        uid_remapper(Keyed(b"b" * 64), "2.25."),
+    )
     shifted = {shift_date(v, jitter, "DA") for v in headers["phi"] if len(v) == 8 and v.isdigit()}
     leak = LeakCheck(headers["phi"], allowed=shifted)
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]

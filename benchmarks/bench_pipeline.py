@@ -53,8 +53,13 @@ def scheduler_scale(root: Path, batches: int) -> dict:
     first = harness.luigi(root, workers=1, extra={"sendit.group_size": "100"})
     work = harness.stage_seconds(root)
     again = harness.luigi(root, workers=1, extra={"sendit.group_size": "100"})
-    return {"batches": batches, "todo_wall": first["wall"], "todo_task_seconds": work,
-            "todo_overhead": max(0.0, first["wall"] - work) / first["wall"], "noop_wall": again["wall"]}
+    return {
+        "batches": batches,
+        "todo_wall": first["wall"],
+        "todo_task_seconds": work,
+        "todo_overhead": max(0.0, first["wall"] - work) / first["wall"],
+        "noop_wall": again["wall"],
+    }
 
 
 def memory(root: Path, sizes_mb: tuple[int, ...] = (256, 2048), frames_per_file: int = 200) -> dict:
@@ -64,9 +69,13 @@ def memory(root: Path, sizes_mb: tuple[int, ...] = (256, 2048), frames_per_file:
         run_root = root / f"m{size}"
         paths = make_multiframe_batch(run_root / "input" / "BIGSTUDY", size * 1024 * 1024, frames_per_file)
         result = harness.luigi(run_root, workers=1)
-        out[size] = {"files": len(paths), "largest_mb": max(p.stat().st_size for p in paths) / 1e6,
-                     "total_mb": sum(p.stat().st_size for p in paths) / 1e6, "peak_rss_mb": result["peak_rss_mb"],
-                     "wall": result["wall"]}
+        out[size] = {
+            "files": len(paths),
+            "largest_mb": max(p.stat().st_size for p in paths) / 1e6,
+            "total_mb": sum(p.stat().st_size for p in paths) / 1e6,
+            "peak_rss_mb": result["peak_rss_mb"],
+            "wall": result["wall"],
+        }
         shutil.rmtree(run_root)
     return out
 
@@ -80,14 +89,21 @@ def cloud(root: Path):
 
     gcs = GcsEmulator(root / "gcs").start()
     bq = BigQueryEmulator(root / "bq").start()
-    client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs.endpoint})
+    client = storage.Client(
+        project="test-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs.endpoint}
+    )
 
     def settings(name: str) -> dict:
         client.create_bucket(name)
-        return {"storage.backend": "gcs", "storage.bucket": name, "storage.project": "test-project",
-                "storage.collection": name.upper().replace("-", "_"), "storage.gcs_endpoint": gcs.endpoint,
-                "storage.bigquery_endpoint": bq.endpoint, "storage.credentials": "anonymous"}
+        return {
+            "storage.backend": "gcs",
+            "storage.bucket": name,
+            "storage.project": "test-project",
+            "storage.collection": name.upper().replace("-", "_"),
+            "storage.gcs_endpoint": gcs.endpoint,
+            "storage.bigquery_endpoint": bq.endpoint,
+            "storage.credentials": "anonymous",
+        }
 
     try:
         yield settings
@@ -130,8 +146,11 @@ def metadata_rows(root: Path, batches: int) -> dict:
     out = {"batches": batches}
     with cloud(root) as settings:
         for per_request in (1, 100):
-            span, sent = upload_phase(root, 1, {**settings(f"rows-{per_request}"), "upload.workers": "1",
-                                                "upload.rows_per_request": str(per_request)})
+            span, sent = upload_phase(
+                root,
+                1,
+                {**settings(f"rows-{per_request}"), "upload.workers": "1", "upload.rows_per_request": str(per_request)},
+            )
             out[f"wall_{per_request}"] = span
             out[f"rows_s_{per_request}"] = sent / span
     out["speedup"] = out["rows_s_100"] / out["rows_s_1"]
@@ -150,13 +169,19 @@ def dasher_grouping(root: Path, batches: int, latency: float = 0.05) -> dict:
             run_root = root / f"g{group}"
             run_root.mkdir()
             (run_root / "input").symlink_to(root / "input")
-            settings = {"identifiers.backend": "dasher", "dasher.base_url": server.base,
-                        "dasher.secrets_file": str(secrets), "sendit.group_size": str(group)}
+            settings = {
+                "identifiers.backend": "dasher",
+                "dasher.base_url": server.base,
+                "dasher.secrets_file": str(secrets),
+                "sendit.group_size": str(group),
+            }
             harness.luigi(run_root, task="ProcessBatches", workers=1, extra=settings)
             sent = len(server.paths)
             # a grouped call's timing is recorded on each batch of the group: count each call once
-            calls = {tuple(sorted(json.loads(p.read_text())["stage"].items()))
-                     for p in (run_root / "work" / "batches").rglob("identifiers.json")}
+            calls = {
+                tuple(sorted(json.loads(p.read_text())["stage"].items()))
+                for p in (run_root / "work" / "batches").rglob("identifiers.json")
+            }
             out[f"requests_{group}"] = sent - sum(v for k, v in out.items() if k.startswith("requests_"))
             out[f"stage2_seconds_{group}"] = sum(dict(c)["seconds"] for c in calls)
     out["speedup"] = out["stage2_seconds_1"] / out["stage2_seconds_20"]

@@ -25,15 +25,25 @@ from pathlib import Path
 from .dataset import make_batches
 
 REPO = Path(__file__).resolve().parent.parent
-DEID = ("import json, sys; from pathlib import Path; from benchmarks import bench_deid as b; "
-        "t, n = b.ours(Path(sys.argv[1]), Path(sys.argv[2])); print(json.dumps({'files_s': n / t}))")
-E2E = ("import json, sys; from pathlib import Path; from benchmarks import bench_pipeline as b; "
-       "print(json.dumps(b.end_to_end(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), 1)))")
+DEID = (
+    "import json, sys; from pathlib import Path; from benchmarks import bench_deid as b; "
+    "t, n = b.ours(Path(sys.argv[1]), Path(sys.argv[2])); print(json.dumps({'files_s': n / t}))"
+)
+E2E = (
+    "import json, sys; from pathlib import Path; from benchmarks import bench_pipeline as b; "
+    "print(json.dumps(b.end_to_end(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), 1)))"
+)
 
 
 def measure(tree: Path, code: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tree, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -47,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="sendit-compare-"))
     base = tmp / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=REPO, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(base), args.base], cwd=REPO, check=True, capture_output=True
+    )
     trees = {"base": base, "head": REPO}
     rows: list[tuple[str, dict[str, list[float]]]] = []
     try:
@@ -75,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"ProcessAll {args.batches} batches x 20 files, --workers {workers} (batches/s)", got))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, capture_output=True)
-    lines = [f"| measured (median of {args.repeats}) | base {args.base} | head | head / base |",
-             "| --- | --- | --- | --- |"]
+    lines = [
+        f"| measured (median of {args.repeats}) | base {args.base} | head | head / base |",
+        "| --- | --- | --- | --- |",
+    ]
     for label, got in rows:
         b, h = statistics.median(got["base"]), statistics.median(got["head"])
         lines.append(f"| {label} | {b:.1f} | {h:.1f} | {h / b:.2f} |")
@@ -94,13 +107,24 @@ def write_section(path: Path, args: argparse.Namespace, table: list[str]) -> Non
 
     start, end = SIDE_BY_SIDE
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    block = "\n".join([
-        start, "## Side by side with an earlier version", "",
-        f"Measured {dt.date.today().isoformat()} on {machine()}, with "
-        f"`python -m benchmarks.compare --base {args.base}`: the working tree (on {head.strip()}) and `{args.base}`",
-        "on the same data, in turn, in one run. De-identification: stage 1 + stage 3 on one core",
-        f"({args.files} files per data set). ProcessAll: local backends, local scheduler.", "",
-        *table, end]) + "\n"
+    block = (
+        "\n".join(
+            [
+                start,
+                "## Side by side with an earlier version",
+                "",
+                f"Measured {dt.date.today().isoformat()} on {machine()}, with "
+                f"`python -m benchmarks.compare --base {args.base}`: the working tree (on {head.strip()}) "
+                f"and `{args.base}`",
+                "on the same data, in turn, in one run. De-identification: stage 1 + stage 3 on one core",
+                f"({args.files} files per data set). ProcessAll: local backends, local scheduler.",
+                "",
+                *table,
+                end,
+            ]
+        )
+        + "\n"
+    )
     text = path.read_text() if path.exists() else ""
     old = side_by_side_block(text)
     path.write_text(text.replace(old, block) if old else text.rstrip("\n") + "\n\n" + block)

@@ -46,8 +46,9 @@ def decorate(ds: Dataset, patient: str, accession: str, date: str, study_uid: st
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.InstitutionName, ds.ReferringPhysicianName = "BENCH HOSPITAL", "REF^DOCTOR"
     ds.OtherPatientIDs = patient + "-2"
-    ds.ReferencedStudySequence = Sequence([_item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1",
-                                                 ReferencedSOPInstanceUID=generate_uid())])
+    ds.ReferencedStudySequence = Sequence(
+        [_item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1", ReferencedSOPInstanceUID=generate_uid())]
+    )
     ds.RequestAttributesSequence = Sequence([_item(RequestedProcedureID="RP1", ScheduledProcedureStepID="S1")])
     ds.ProcedureCodeSequence = Sequence([_item(CodeValue="CT1", CodeMeaning="CT HEAD")])
     block = ds.private_block(0x0029, "BENCH VENDOR", create=True)

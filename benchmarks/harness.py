@@ -28,8 +28,9 @@ def write_cfg(root: Path, extra: dict | None = None) -> Path:
     for key, value in (extra or {}).items():
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = str(value)
-    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n"
-                   for s, items in sections.items())
+    text = "".join(
+        f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n" for s, items in sections.items()
+    )
     path = root / "luigi.cfg"
     path.write_text(text)
     return path
@@ -39,12 +40,24 @@ def luigi(root: Path, task: str = "ProcessAll", workers: int = 1, extra: dict | 
     """Run the luigi command; return wall seconds, exit code, and the child's peak RSS (MB)."""
     cfg = write_cfg(root, extra)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(REPO))
-    command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, "--local-scheduler",
-               "--workers", str(workers), "--log-level", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "luigi",
+        "--module",
+        "sendit_luigi",
+        task,
+        "--local-scheduler",
+        "--workers",
+        str(workers),
+        "--log-level",
+        "WARNING",
+    ]
     start = time.perf_counter()
     # A wrapper process, so that its RUSAGE_CHILDREN is this one run's peak RSS alone.
-    proc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *command], cwd=root, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_WRAPPER, *command], cwd=root, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"luigi failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -18,10 +18,32 @@ from pathlib import Path
 from . import bench_deid, bench_pipeline
 from .dataset import make_batches
 
-FULL = {"deid_files": 300, "naive_files": 60, "e2e_batches": 200, "e2e_files": 20, "e2e_repeats": 3, "scale": (1000, 10000),
-        "memory_mb": (256, 2048), "upload_batches": 20, "upload_files": 40, "rows_batches": 200, "dasher_batches": 200}
-SMOKE = {"deid_files": 6, "naive_files": 2, "e2e_batches": 3, "e2e_files": 2, "e2e_repeats": 1, "scale": (20,),
-         "memory_mb": (8,), "upload_batches": 2, "upload_files": 1, "rows_batches": 3, "dasher_batches": 3}
+FULL = {
+    "deid_files": 300,
+    "naive_files": 60,
+    "e2e_batches": 200,
+    "e2e_files": 20,
+    "e2e_repeats": 3,
+    "scale": (1000, 10000),
+    "memory_mb": (256, 2048),
+    "upload_batches": 20,
+    "upload_files": 40,
+    "rows_batches": 200,
+    "dasher_batches": 200,
+}
+SMOKE = {
+    "deid_files": 6,
+    "naive_files": 2,
+    "e2e_batches": 3,
+    "e2e_files": 2,
+    "e2e_repeats": 1,
+    "scale": (20,),
+    "memory_mb": (8,),
+    "upload_batches": 2,
+    "upload_files": 1,
+    "rows_batches": 3,
+    "dasher_batches": 3,
+}
 
 
 def machine() -> str:
@@ -33,7 +55,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"deid_{mix}"] = bench_deid.run(next(root.iterdir()), sizes["naive_files"])
                 print(f"deid {mix}: {results[f'deid_{mix}']}", flush=True)
         if "e2e" in wanted:
-            results["e2e"] = bench_pipeline.end_to_end(tmp / "e2e", sizes["e2e_batches"], sizes["e2e_files"],
-                                                       sizes["e2e_repeats"])
+            results["e2e"] = bench_pipeline.end_to_end(
+                tmp / "e2e", sizes["e2e_batches"], sizes["e2e_files"], sizes["e2e_repeats"]
+            )
             print(f"e2e: {results['e2e']}", flush=True)
         if "scale" in wanted:
             results["scale"] = [bench_pipeline.scheduler_scale(tmp / f"scale-{n}", n) for n in sizes["scale"]]
@@ -97,88 +122,137 @@ def render(r: dict, smoke: bool) -> str:
     out = ["# Benchmarks", ""]
     if smoke:
         out += ["**Smoke run on tiny data: these numbers mean nothing.**", ""]
-    out += [f"Measured {dt.date.today().isoformat()} on {machine()}.",
-            "De-identification follows DICOM PS3.15 Table E.1-1, edition 2026d (see README.md).",
-            "Reproduce with `make bench` (or `.venv/bin/python -m benchmarks.run`); every ratio compares two",
-            "measurements taken in the same run on the same data.", ""]
+    out += [
+        f"Measured {dt.date.today().isoformat()} on {machine()}.",
+        "De-identification follows DICOM PS3.15 Table E.1-1, edition 2026d (see README.md).",
+        "Reproduce with `make bench` (or `.venv/bin/python -m benchmarks.run`); every ratio compares two",
+        "measurements taken in the same run on the same data.",
+        "",
+    ]
     if any(k.startswith("deid_") for k in r):
-        out += ["## 1. De-identification throughput (one core)", "",
-                "Stage 1 + stage 3 of the pipeline (read headers, quarantine filter, recipe, UID remap, date shift,",
-                "write, meta read-back, leak check, tar.gz) against naive deid (`get_identifiers` +",
-                "`replace_identifiers` per file, deid's default recipe, as sendit did) and the floor (`dcmread` +",
-                "setting exactly the elements our recipe changes + `save_as`). Steady state: each contender is",
-                "warmed up on 3 files first.", "",
-                "| data | files | MB | ours files/s | ours MB/s | naive files/s | floor files/s | ours / naive (goal >= 5) | floor / ours (goal <= 2) |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        labels = {"ct": "CT slices (CT_small, 40 KB)", "small": "small mix (CT, MR, JPEG CT, 10-40 KB)",
-                  "mixed": "mixed sizes (small + 0.8-2.4 MB)"}
+        out += [
+            "## 1. De-identification throughput (one core)",
+            "",
+            "Stage 1 + stage 3 of the pipeline (read headers, quarantine filter, recipe, UID remap, date shift,",
+            "write, meta read-back, leak check, tar.gz) against naive deid (`get_identifiers` +",
+            "`replace_identifiers` per file, deid's default recipe, as sendit did) and the floor (`dcmread` +",
+            "setting exactly the elements our recipe changes + `save_as`). Steady state: each contender is",
+            "warmed up on 3 files first.",
+            "",
+            "| data | files | MB | ours files/s | ours MB/s | naive files/s | floor files/s | ours / naive (goal >= 5) | floor / ours (goal <= 2) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        labels = {
+            "ct": "CT slices (CT_small, 40 KB)",
+            "small": "small mix (CT, MR, JPEG CT, 10-40 KB)",
+            "mixed": "mixed sizes (small + 0.8-2.4 MB)",
+        }
         for mix, label in labels.items():
             d = r.get(f"deid_{mix}")
             if d:
-                out.append(f"| {label} | {d['files']} | {d['megabytes']:.1f} | {d['ours_files_s']:.0f} | "
-                           f"{d['ours_mb_s']:.1f} | {d['naive_files_s']:.1f} | {d['floor_files_s']:.0f} | "
-                           f"**{d['ours_vs_naive']:.1f}x** | **{d['floor_vs_ours']:.2f}x** |")
+                out.append(
+                    f"| {label} | {d['files']} | {d['megabytes']:.1f} | {d['ours_files_s']:.0f} | "
+                    f"{d['ours_mb_s']:.1f} | {d['naive_files_s']:.1f} | {d['floor_files_s']:.0f} | "
+                    f"**{d['ours_vs_naive']:.1f}x** | **{d['floor_vs_ours']:.2f}x** |"
+                )
         out.append("")
     if "e2e" in r:
         e = r["e2e"]
-        out += ["## 2. End-to-end ProcessAll", "",
-                f"{e['batches']} batches, {e['files']} files (small mix), local backends, local scheduler.",
-                "Overhead = (wall time - task time / workers) / wall time, where task time is the stage times",
-                "recorded in the checkpoints; it includes starting Python and Luigi.",
-                f"Each worker count ran {e['repeats']} times, in turn; the table shows the median run.", "",
-                "| workers | wall s (median) | all runs, s | batches/s | task s | overhead |",
-                "| --- | --- | --- | --- | --- | --- |"]
+        out += [
+            "## 2. End-to-end ProcessAll",
+            "",
+            f"{e['batches']} batches, {e['files']} files (small mix), local backends, local scheduler.",
+            "Overhead = (wall time - task time / workers) / wall time, where task time is the stage times",
+            "recorded in the checkpoints; it includes starting Python and Luigi.",
+            f"Each worker count ran {e['repeats']} times, in turn; the table shows the median run.",
+            "",
+            "| workers | wall s (median) | all runs, s | batches/s | task s | overhead |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for w in (1, 2):
             walls = ", ".join(f"{x:.1f}" for x in e[f"walls_{w}"])
-            out.append(f"| {w} | {e[f'wall_{w}']:.1f} | {walls} | {e[f'batches_s_{w}']:.1f} | "
-                       f"{e[f'task_seconds_{w}']:.1f} | {100 * e[f'overhead_{w}']:.0f} % |")
+            out.append(
+                f"| {w} | {e[f'wall_{w}']:.1f} | {walls} | {e[f'batches_s_{w}']:.1f} | "
+                f"{e[f'task_seconds_{w}']:.1f} | {100 * e[f'overhead_{w}']:.0f} % |"
+            )
         out += ["", f"Scaling, 2 workers / 1 worker: **{e['scaling']:.2f}x** (goal >= 1.8x).", ""]
     if "scale" in r:
-        out += ["## 3. Scheduler scale", "",
-                "Empty batch folders (all work is scheduling), `group_size = 100`, one worker. *To do*: the first run.",
-                "*No-op*: the same command again, everything done.", "",
-                "| batches | to do: wall s | to do: task s | no-op rerun: wall s (goal < 30 s at 10,000) |",
-                "| --- | --- | --- | --- |"]
+        out += [
+            "## 3. Scheduler scale",
+            "",
+            "Empty batch folders (all work is scheduling), `group_size = 100`, one worker. *To do*: the first run.",
+            "*No-op*: the same command again, everything done.",
+            "",
+            "| batches | to do: wall s | to do: task s | no-op rerun: wall s (goal < 30 s at 10,000) |",
+            "| --- | --- | --- | --- |",
+        ]
         for s in r["scale"]:
-            out.append(f"| {s['batches']:,} | {s['todo_wall']:.1f} | {s['todo_task_seconds']:.1f} | **{s['noop_wall']:.1f}** |")
+            out.append(
+                f"| {s['batches']:,} | {s['todo_wall']:.1f} | {s['todo_task_seconds']:.1f} | **{s['noop_wall']:.1f}** |"
+            )
         out.append("")
     if "memory" in r:
-        out += ["## 4. Memory", "",
-                "Peak RSS of the whole `luigi` process (one worker) on one batch of multi-frame CT files.", "",
-                "| batch MB | files | largest file MB | peak RSS MB | wall s |", "| --- | --- | --- | --- | --- |"]
-        for size, m in r["memory"].items():
-            out.append(f"| {m['total_mb']:.0f} | {m['files']} | {m['largest_mb']:.0f} | **{m['peak_rss_mb']:.0f}** | {m['wall']:.1f} |")
+        out += [
+            "## 4. Memory",
+            "",
+            "Peak RSS of the whole `luigi` process (one worker) on one batch of multi-frame CT files.",
+            "",
+            "| batch MB | files | largest file MB | peak RSS MB | wall s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for m in r["memory"].values():
+            out.append(
+                f"| {m['total_mb']:.0f} | {m['files']} | {m['largest_mb']:.0f} | **{m['peak_rss_mb']:.0f}** | {m['wall']:.1f} |"
+            )
         out.append("")
     if "upload" in r:
         u = r["upload"]
-        out += ["## 5. Upload to the emulators", "",
-                f"UploadAll of {u['batches']} study tarballs ({u['megabytes']:.0f} MB) to fake-gcs-server and bqemulator",
-                "on 127.0.0.1, `[upload] workers` shards run by as many Luigi workers.", "",
-                "Time is the upload phase, from the first upload's start to the last one's end as recorded in",
-                "`uploaded.json`. The emulators run on the same 2 cores as the workers.", "",
-                "| upload workers | upload s | MB/s | rows/s |", "| --- | --- | --- | --- |"]
+        out += [
+            "## 5. Upload to the emulators",
+            "",
+            f"UploadAll of {u['batches']} study tarballs ({u['megabytes']:.0f} MB) to fake-gcs-server and bqemulator",
+            "on 127.0.0.1, `[upload] workers` shards run by as many Luigi workers.",
+            "",
+            "Time is the upload phase, from the first upload's start to the last one's end as recorded in",
+            "`uploaded.json`. The emulators run on the same 2 cores as the workers.",
+            "",
+            "| upload workers | upload s | MB/s | rows/s |",
+            "| --- | --- | --- | --- |",
+        ]
         for w in (1, 10):
             out.append(f"| {w} | {u[f'wall_{w}']:.1f} | {u[f'mb_s_{w}']:.1f} | {u[f'rows_s_{w}']:.1f} |")
         out += ["", f"10 workers / 1 worker: **{u['speedup']:.2f}x**.", ""]
     if "rows" in r:
         m = r["rows"]
-        out += ["## 6. Metadata rows to BigQuery", "",
-                f"UploadAll of {m['batches']} one-file studies to the emulators, one upload worker: each row in a",
-                "request of its own (one existence query and one streaming insert per study, the baseline) or",
-                "`[upload] rows_per_request = 100` (the default: one query and one insert per 100 studies).", "",
-                "| rows per request | upload s | studies/s |", "| --- | --- | --- |"]
+        out += [
+            "## 6. Metadata rows to BigQuery",
+            "",
+            f"UploadAll of {m['batches']} one-file studies to the emulators, one upload worker: each row in a",
+            "request of its own (one existence query and one streaming insert per study, the baseline) or",
+            "`[upload] rows_per_request = 100` (the default: one query and one insert per 100 studies).",
+            "",
+            "| rows per request | upload s | studies/s |",
+            "| --- | --- | --- |",
+        ]
         for n in (1, 100):
             out.append(f"| {n} | {m[f'wall_{n}']:.1f} | {m[f'rows_s_{n}']:.1f} |")
         out += ["", f"100 per request / 1 per request: **{m['speedup']:.1f}x**.", ""]
     if "dasher" in r:
         d = r["dasher"]
-        out += ["## DASHER: one request per batch, or per group", "",
-                f"{d['batches']} batches against the loopback DASHER-compatible server with {d['latency_ms']:.0f} ms",
-                "latency per request; stage 2 time summed over calls.", "",
-                "| group_size | requests | stage 2 s |", "| --- | --- | --- |",
-                f"| 1 | {d['requests_1']} | {d['stage2_seconds_1']:.2f} |",
-                f"| 20 | {d['requests_20']} | {d['stage2_seconds_20']:.2f} |", "",
-                f"Grouping is **{d['speedup']:.1f}x** faster.", ""]
+        out += [
+            "## DASHER: one request per batch, or per group",
+            "",
+            f"{d['batches']} batches against the loopback DASHER-compatible server with {d['latency_ms']:.0f} ms",
+            "latency per request; stage 2 time summed over calls.",
+            "",
+            "| group_size | requests | stage 2 s |",
+            "| --- | --- | --- |",
+            f"| 1 | {d['requests_1']} | {d['stage2_seconds_1']:.2f} |",
+            f"| 20 | {d['requests_20']} | {d['stage2_seconds_20']:.2f} |",
+            "",
+            f"Grouping is **{d['speedup']:.1f}x** faster.",
+            "",
+        ]
     out += PROFILE_NOTES
     return "\n".join(out) + "\n"
 

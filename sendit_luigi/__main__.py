@@ -58,8 +58,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg.write_text(DEMO_CFG.format(root=root))
     print(f"sample input: {len(studies)} batch folders (+1 still copying) in {root / 'input'}", flush=True)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
-    command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", "ProcessAll", "--local-scheduler",
-               "--workers", str(args.workers), "--log-level", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "luigi",
+        "--module",
+        "sendit_luigi",
+        "ProcessAll",
+        "--local-scheduler",
+        "--workers",
+        str(args.workers),
+        "--log-level",
+        "WARNING",
+    ]
     code = subprocess.call(command, env=env, cwd=root)  # cwd: no stray ./luigi.cfg
     print()
     print(f"config:      {cfg}")
@@ -100,13 +111,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     current = stages.recipe().hash
     made = df["recipe"].where(df["recipe"] == "", df["recipe"].map(lambda h: "current" if h == current else "older"))
     table = df.assign(seconds=seconds.round(2), recipe=made)[
-        ["batch", "status", "files", "files_error", "seconds", "recipe"]]
+        ["batch", "status", "files", "files_error", "seconds", "recipe"]
+    ]
     print(table.to_string(index=False) if len(table) else "no batches")
     print(metrics.summary(df))
     older = int((made == "older").sum())
     if older:
-        print(f"{older} batches were made with an older recipe or profile options (current: {current}); "
-              "python -m sendit_luigi reprocess --older-recipe makes them again at the next run")
+        print(
+            f"{older} batches were made with an older recipe or profile options (current: {current}); "
+            "python -m sendit_luigi reprocess --older-recipe makes them again at the next run"
+        )
     return 0
 
 
@@ -121,8 +135,10 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         print("nothing to reprocess: name batch keys, or --older-recipe")
         return 0
     done = [k for k in sorted(set(keys)) if batches.reprocess(batches.batch(k))]
-    print(f"{len(done)} batches will be de-identified and uploaded again at the next run "
-          "(each uploaded tarball is replaced, and only that one)")
+    print(
+        f"{len(done)} batches will be de-identified and uploaded again at the next run "
+        "(each uploaded tarball is replaced, and only that one)"
+    )
     return 0
 
 
@@ -163,8 +179,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         data = audit.read(Path(args.file))
         print(data["warning"])
         for row in data["batches"]:
-            print("  ".join(f"{k}={row[k]}" for k in ("batch_key", "folder", "patient_id", "coded_patient_id",
-                                                       "accession", "coded_accession")))
+            print(
+                "  ".join(
+                    f"{k}={row[k]}"
+                    for k in ("batch_key", "folder", "patient_id", "coded_patient_id", "accession", "coded_accession")
+                )
+            )
     return 0
 
 
@@ -243,8 +263,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reprocess", help="de-identify and upload batches again at the next run (explicitly)")
     s.add_argument("keys", nargs="*", help="batch keys")
-    s.add_argument("--older-recipe", action="store_true",
-                   help="every batch made with another recipe or other profile options than the current ones")
+    s.add_argument(
+        "--older-recipe",
+        action="store_true",
+        help="every batch made with another recipe or other profile options than the current ones",
+    )
     s.set_defaults(func=cmd_reprocess)
 
     s = sub.add_parser("dry-run", help="list the batches a run would take and what they would produce")
@@ -262,8 +285,12 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("watch", help="poll the input folders and process folders once they stop changing")
     s.add_argument("--interval", type=float, default=10.0, help="seconds between polls (default 10)")
-    s.add_argument("--quiet", type=float, default=60.0,
-                   help="seconds a folder's file list and sizes must stay unchanged (default 60)")
+    s.add_argument(
+        "--quiet",
+        type=float,
+        default=60.0,
+        help="seconds a folder's file list and sizes must stay unchanged (default 60)",
+    )
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--scheduler-host", help="use luigid on this host (default: the local scheduler)")
     s.add_argument("--scheduler-port", type=int)
@@ -276,8 +303,11 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("cleanup", help="remove the work files of batches that finished uploading")
     s.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    s.add_argument("--delete-inputs", action="store_true",
-                   help="also delete the input folders of uploaded batches (never of any other batch)")
+    s.add_argument(
+        "--delete-inputs",
+        action="store_true",
+        help="also delete the input folders of uploaded batches (never of any other batch)",
+    )
     s.set_defaults(func=cmd_cleanup)
 
     s = sub.add_parser("metrics", help="write the metrics CSV now")

@@ -30,20 +30,34 @@ def collect() -> dict:
             patient, accession = single_value(good, "patient_id"), single_value(good, "accession")
         except ValueError:
             patient = accession = "(several in this batch)"
-        rows.append({"batch_key": key, "folder": str(b.folder()), "patient_id": patient, "accession": accession,
-                     "coded_patient_id": ids.get("patient", ""), "coded_accession": ids.get("accession", ""),
-                     "jitter_days": ids.get("jitter_days", ""), "backend": ids.get("backend", "")})
+        rows.append(
+            {
+                "batch_key": key,
+                "folder": str(b.folder()),
+                "patient_id": patient,
+                "accession": accession,
+                "coded_patient_id": ids.get("patient", ""),
+                "coded_accession": ids.get("accession", ""),
+                "jitter_days": ids.get("jitter_days", ""),
+                "backend": ids.get("backend", ""),
+            }
+        )
     vault = {}
     path = config.identifiers.get().vault_path()
     if path.exists():
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
         try:
-            vault = {table: [dict(r) for r in db.execute(f"SELECT * FROM {table}")] for table in ("patients", "studies")}
+            vault = {
+                table: [dict(r) for r in db.execute(f"SELECT * FROM {table}")] for table in ("patients", "studies")
+            }
         finally:
             db.close()
-    return {"warning": "PHI: re-identification key. Keep private; never share or upload.", "batches": rows,
-            "vault": vault}
+    return {
+        "warning": "PHI: re-identification key. Keep private; never share or upload.",
+        "batches": rows,
+        "vault": vault,
+    }
 
 
 def export(target: Path) -> dict:

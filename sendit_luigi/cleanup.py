@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batches import batch, status
 from . import config
+from .batches import batch, status
 from .inputs import inside, walk_files
 from .workdir import read_json, write_json
 

@@ -134,7 +134,8 @@ class dasher(Section):  # noqa: N801 - Luigi maps the class name to [dasher]
     base_url = luigi.Parameter(default="https://api.rit.stanford.edu/identifiers/api")
     study = luigi.Parameter(default="test", description="DASHER study (lowercased in the URL).")
     secrets_file = luigi.Parameter(
-        default="", description="som's secrets JSON (accessToken, refreshToken, token_uri). Default: $STANFORD_CLIENT_SECRETS."
+        default="",
+        description="som's secrets JSON (accessToken, refreshToken, token_uri). Default: $STANFORD_CLIENT_SECRETS.",
     )
     timeout = luigi.FloatParameter(default=30.0, description="Seconds to wait for one reply.")
     retries = luigi.IntParameter(default=4, description="Extra attempts after a 5xx, timeout or dropped connection.")
@@ -179,7 +180,7 @@ class deid(Section):  # noqa: N801
     )
     profile_table = luigi.Parameter(
         default="",
-        description="DICOM PS3.15 Table E.1-1 as data. Default: the edition shipped in sendit_luigi/deidentify/tables/.",
+        description="DICOM PS3.15 Table E.1-1 as data. Default: the edition in sendit_luigi/deidentify/tables/.",
     )
     profile_options = luigi.Parameter(
         default=PROFILE_OPTIONS,

@@ -33,11 +33,20 @@ def plan(max_batches: int = 0) -> dict:
         elif state in ("empty", "error"):
             output = "nothing (ended " + state + ")"
         else:
-            output = (f"Collection/{config.storage.get().collection}/Entity/<coded patient>/"
-                      "<coded patient>_<shifted date>_<coded accession>.tar.gz + 1 metadata row")
-        rows.append({"key": key, "status": state, "files": len(files),
-                     "megabytes": sum(p.stat().st_size for p in files if p.is_file()) / 1e6, "output": output,
-                     "settled": not provisional and b.dir.exists() and upload_settled(b)})
+            output = (
+                f"Collection/{config.storage.get().collection}/Entity/<coded patient>/"
+                "<coded patient>_<shifted date>_<coded accession>.tar.gz + 1 metadata row"
+            )
+        rows.append(
+            {
+                "key": key,
+                "status": state,
+                "files": len(files),
+                "megabytes": sum(p.stat().st_size for p in files if p.is_file()) / 1e6,
+                "output": output,
+                "settled": not provisional and b.dir.exists() and upload_settled(b),
+            }
+        )
     todo = [r for r in rows if not r["settled"]]
     if max_batches > 0:
         todo = todo[:max_batches]
@@ -45,15 +54,21 @@ def plan(max_batches: int = 0) -> dict:
 
 
 def render(p: dict) -> str:
-    lines = ["Dry run: nothing is written.",
-             f"{len(p['batches'])} batches found; this run would work on {len(p['todo'])}:"]
+    lines = [
+        "Dry run: nothing is written.",
+        f"{len(p['batches'])} batches found; this run would work on {len(p['todo'])}:",
+    ]
     if p["provisional"]:
         lines.append("(no secret key yet: the keys below are provisional and will differ in the real run)")
     for r in p["todo"]:
-        lines.append(f"  {r['key']}  {r['status']:<15} {r['files']:>6} files {r['megabytes']:>9.1f} MB  -> {r['output']}")
+        lines.append(
+            f"  {r['key']}  {r['status']:<15} {r['files']:>6} files {r['megabytes']:>9.1f} MB  -> {r['output']}"
+        )
     done = len(p["batches"]) - len(p["todo"])
     if done:
         lines.append(f"{done} other batches are done or left for a later run.")
-    lines.append(f"work files: {config.sendit.get().work_path()}/batches/<key>/ "
-                 "(headers.json, identifiers.json, study.tar.gz, result.json, uploaded.json)")
+    lines.append(
+        f"work files: {config.sendit.get().work_path()}/batches/<key>/ "
+        "(headers.json, identifiers.json, study.tar.gz, result.json, uploaded.json)"
+    )
     return "\n".join(lines)

@@ -87,8 +87,11 @@ def file_error(exc: BaseException, doing: str = "", element: int | None = None) 
         return f"{_ERRNO[exc.errno]} ({name})"
     if isinstance(exc, OSError) and exc.errno is None:  # pydicom's reader: no tag where one must be
         return f"the header is cut off or damaged ({name})"
-    kind = _KINDS.get(name) or doing or (
-        "an input/output error" if isinstance(exc, OSError) else "the header could not be decoded")
+    kind = (
+        _KINDS.get(name)
+        or doing
+        or ("an input/output error" if isinstance(exc, OSError) else "the header could not be decoded")
+    )
     where = tag_name(element) if element is not None else (element_named(str(exc)) if name != "RecursionError" else "")
     return f"{kind}{' at ' + where if where else ''} ({name})"
 

@@ -49,8 +49,9 @@ def file_label(index: int) -> str:
     return f"file {index}"
 
 
-def extract_file(path: Path, roots: list[Path], profile: Profile,
-                 burned_in: Callable[[Dataset], tuple[str, bool]] | None = None) -> tuple[dict, set[str]]:
+def extract_file(
+    path: Path, roots: list[Path], profile: Profile, burned_in: Callable[[Dataset], tuple[str, bool]] | None = None
+) -> tuple[dict, set[str]]:
     """Read one file's header; return its record and its identifying values."""
     ds, fingerprint = read_dicom(path, roots)
     record: dict = {"fingerprint": fingerprint.as_dict()}

@@ -95,6 +95,7 @@ def parse_dicom(source: bytes | Path, stop_before_pixels: bool = True) -> Datase
 
     Raises ``FileProblem`` for bytes that are not DICOM.
     """
+
     def opened():
         return io.BytesIO(source) if isinstance(source, bytes) else source
 

@@ -100,8 +100,10 @@ def inspect(folder: Path, recipe: Recipe) -> str:
         lines.append(f"{indent}{elem.tag} {name:<36} {elem.VR:<2} {action:<44} {placeholder(elem)}")
     for add in recipe.additions:
         lines.append(f"add {add['field']} = {add.get('value')!r}")
-    lines.append("added: PatientIdentityRemoved, DeidentificationMethod, DeidentificationMethodCodeSequence "
-                 "(the profile and each option in force), LongitudinalTemporalInformationModified")
+    lines.append(
+        "added: PatientIdentityRemoved, DeidentificationMethod, DeidentificationMethodCodeSequence "
+        "(the profile and each option in force), LongitudinalTemporalInformationModified"
+    )
     lines.append("file meta: rebuilt (MediaStorageSOPInstanceUID follows the new SOPInstanceUID)")
     flagged = []
     for number, path in enumerate(files, start=1):

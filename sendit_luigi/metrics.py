@@ -73,8 +73,7 @@ def batch_row(key: str) -> dict:
 
 def frame(keys: list[str]) -> pd.DataFrame:
     df = pd.DataFrame([batch_row(k) for k in keys], columns=COLUMNS)
-    for col in ("files", "files_error", "files_quarantined", "files_skipped", "files_cleaned", "bytes_in",
-                "bytes_out"):
+    for col in ("files", "files_error", "files_quarantined", "files_skipped", "files_cleaned", "bytes_in", "bytes_out"):
         df[col] = df[col].fillna(0).astype("int64")
     for col in ("error", "errors", "recipe"):
         df[col] = df[col].fillna("")
@@ -146,9 +145,11 @@ def report(keys: list[str], out_dir: Path) -> tuple[Path, Path]:
     plt.close(fig)
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:,.2f}</td></tr>" for k, v in figures.items())
     image = base64.b64encode(png.read_bytes()).decode()
-    page = (f"<!doctype html><meta charset=utf-8><title>sendit-luigi report</title>"
-            f"<h1>sendit-luigi report</h1><p>{html.escape(summary(df))}</p><table>{rows}</table>"
-            f"<img alt='metrics' src='data:image/png;base64,{image}'>")
+    page = (
+        f"<!doctype html><meta charset=utf-8><title>sendit-luigi report</title>"
+        f"<h1>sendit-luigi report</h1><p>{html.escape(summary(df))}</p><table>{rows}</table>"
+        f"<img alt='metrics' src='data:image/png;base64,{image}'>"
+    )
     page_path = out_dir / "report.html"
     page_path.write_text(page)
     return png, page_path

@@ -49,7 +49,9 @@ class Study:
         return [self.patient_id, self.patient_name, self.accession, self.folder, self.institution, self.physician]
 
 
-def write_study(root: Path, study: Study, files: int = 3, sources: list[Path] | None = None, nested: bool = True) -> Path:
+def write_study(
+    root: Path, study: Study, files: int = 3, sources: list[Path] | None = None, nested: bool = True
+) -> Path:
     """Write ``files`` instances of ``study`` into ``root/study.folder``; return the folder."""
     sources = sources or source_files()
     folder = root / study.folder
@@ -105,4 +107,3 @@ def make_demo(root: Path, count: int = 4, files: int = 4) -> list[Study]:
         write_study(root, study, files)
     write_study(root, Study("ACC99999.tmp", "MRN799999", "COPYING^STILL", "ACC99999", "20200101"), 1)
     return studies
-

@@ -62,8 +62,7 @@ def extract(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     sweep_temporaries(b.dir)
     rules = recipe()
-    headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.burned_in,
-                              progress)
+    headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.burned_in, progress)
     write_json(b.headers_file, headers)
     good = sum("error" not in f for f in headers["files"])
     log.info("batch %s: headers read, %d of %d files readable", b.key, good, len(headers["files"]))
@@ -126,8 +125,7 @@ def assign(group: list[Batch]) -> None:
                 records[req.key] = {"status": "ok", **result.to_dict()}
             else:
                 text = redact(str(result), values=[req.patient_id, req.accession])
-                records[req.key] = {"status": "error", "error": text, "retryable": result.retryable,
-                                    "at": time.time()}
+                records[req.key] = {"status": "error", "error": text, "retryable": result.retryable, "at": time.time()}
     stage = _timing(start)
     for b in group:
         write_json(b.identifiers_file, {**records[b.key], "stage": stage})
@@ -138,8 +136,9 @@ def assign(group: list[Batch]) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_recipe(path: Path, profile: Profile, keep_private_creators: frozenset[str],
-                filters: tuple[str, ...]) -> Recipe:
+def load_recipe(
+    path: Path, profile: Profile, keep_private_creators: frozenset[str], filters: tuple[str, ...]
+) -> Recipe:
     """A recipe, parsed once per process."""
     return Recipe(path, profile, keep_private_creators, filters)
 
@@ -204,10 +203,16 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         except InputChanged:  # read again from stage 1 at the next run
             b.headers_file.unlink(missing_ok=True)
             b.identifiers_file.unlink(missing_ok=True)
-            result.update(status="error", retryable=True, at=time.time(),
-                          error="an input file changed after its header was read; the batch is read again at the next run")
+            result.update(
+                status="error",
+                retryable=True,
+                at=time.time(),
+                error="an input file changed after its header was read; the batch is read again at the next run",
+            )
         except (OSError, TarballBroken) as exc:
-            text = str(exc) if isinstance(exc, TarballBroken) else f"could not write the study tarball: {file_error(exc)}"
+            text = (
+                str(exc) if isinstance(exc, TarballBroken) else f"could not write the study tarball: {file_error(exc)}"
+            )
             result.update(status="error", retryable=True, at=time.time(), error=f"{text}; tried again at the next run")
     result["files_error"] = len(result["errors"])
     result["stages"]["anonymize"] = _timing(start)
@@ -231,8 +236,12 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     )
     folder = b.folder()
     if not folder.is_dir():
-        return {"status": "error", "retryable": True, "at": time.time(),
-                "error": "the batch folder disappeared during the run; it is tried again when it is back"}
+        return {
+            "status": "error",
+            "retryable": True,
+            "at": time.time(),
+            "error": "the batch folder disappeared during the run; it is tried again when it is back",
+        }
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f and "skipped" not in f]
     if not good:
         return {"status": "error", "error": "every readable file is quarantined or skipped; nothing to pack"}
@@ -240,12 +249,25 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     # An original date that equals some shifted date of this batch is no leak.
     shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
     leak = LeakCheck(phi, allowed=shifted)
-    packed = pack_study(folder, cfg.input_roots(), good, recipe(), ctx, leak, b.tarball, b.dir / "scratch.dcm",
-                        cfg.compress_level, progress)
+    packed = pack_study(
+        folder,
+        cfg.input_roots(),
+        good,
+        recipe(),
+        ctx,
+        leak,
+        b.tarball,
+        b.dir / "scratch.dcm",
+        cfg.compress_level,
+        progress,
+    )
     errors = [{"file": f["index"], "error": f["error"]} for f in headers["files"] if "error" in f]
     errors += [{"file": r["file"], "error": r["error"]} for r in packed.files if "error" in r]
-    cleaned = [{"file": r["file"], "reason": f["clean_pixels"]} for r, f in zip(packed.files, good, strict=True)
-               if r.get("pixels_cleaned")]
+    cleaned = [
+        {"file": r["file"], "reason": f["clean_pixels"]}
+        for r, f in zip(packed.files, good, strict=True)
+        if r.get("pixels_cleaned")
+    ]
     errors.sort(key=lambda e: int(e["file"].split()[-1]))
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
@@ -303,8 +325,9 @@ def upload(group: list[Batch], store) -> list[str]:
             continue
         start = time.time()
         try:
-            placed.append((b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)),
-                           _timing(start)))
+            placed.append(
+                (b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)), _timing(start))
+            )
         except Exception as exc:  # noqa: BLE001 - recorded; the other batches go on
             fail(b, exc)
     if not placed:
@@ -319,8 +342,11 @@ def upload(group: list[Batch], store) -> list[str]:
     insert = _timing(start)
     for b, _, record, put in placed:
         # from its tarball's start to the rows' end; its seconds are its own plus its share of the insert
-        stage = {"start": put["start"], "end": insert["end"],
-                 "seconds": round(put["seconds"] + insert["seconds"] / len(placed), 3)}
+        stage = {
+            "start": put["start"],
+            "end": insert["end"],
+            "seconds": round(put["seconds"] + insert["seconds"] / len(placed), 3),
+        }
         write_json(b.uploaded_file, {**record, "stage": stage})
         b.upload_error_file.unlink(missing_ok=True)
         b.replaces_file.unlink(missing_ok=True)

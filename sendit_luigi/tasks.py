@@ -74,7 +74,11 @@ def _reported(run):
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised in our words
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if "sendit_luigi" in f.filename]
-            where = f" at {frames[-1].filename.rsplit('sendit_luigi', 1)[-1].lstrip('/')}:{frames[-1].lineno}" if frames else ""
+            where = (
+                f" at {frames[-1].filename.rsplit('sendit_luigi', 1)[-1].lstrip('/')}:{frames[-1].lineno}"
+                if frames
+                else ""
+            )
             raise TaskFailed(f"{self.get_task_family()} failed: {describe(exc)}{where}") from None
 
     return wrapper
@@ -108,8 +112,9 @@ class BatchTask(Reported, luigi.Task):
             if done < files and now - last[0] < 0.5:
                 return
             last[0] = now
-            self.set_status_message(f"{stage}: batch {index + 1}/{total} ({key}): "
-                                    f"{done}/{files} files, {errors} errors")
+            self.set_status_message(
+                f"{stage}: batch {index + 1}/{total} ({key}): {done}/{files} files, {errors} errors"
+            )
             share = (index + (done / files if files else 1)) / max(total, 1)
             self.set_progress_percentage(round(100 * share))
 
@@ -228,7 +233,9 @@ class UploadShard(Reported, luigi.Task):
         self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
         self.set_progress_percentage(100)
         if failed:
-            raise TaskFailed(f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry")
+            raise TaskFailed(
+                f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry"
+            )
 
 
 class UploadAll(Reported, luigi.WrapperTask):

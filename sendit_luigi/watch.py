@@ -66,8 +66,17 @@ class Watcher:
     def run_pipeline(self, keys: list[str]) -> int:
         private_dir(self.ready_file.parent)
         write_json(self.ready_file, keys)
-        command = [sys.executable, "-m", "luigi", "--module", "sendit_luigi", "ProcessAll",
-                   "--sendit-ready-file", str(self.ready_file), *self.luigi_args]
+        command = [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "sendit_luigi",
+            "ProcessAll",
+            "--sendit-ready-file",
+            str(self.ready_file),
+            *self.luigi_args,
+        ]
         log.info("watch: running the pipeline on %d finished batches", len(keys))
         self.child = subprocess.Popen(command)
         code = self.child.wait()
@@ -107,10 +116,15 @@ def luigi_args(workers: int, scheduler_host: str | None, scheduler_port: int | N
     return args
 
 
-def main(quiet: float, interval: float, workers: int, scheduler_host: str | None, scheduler_port: int | None,
-         once: bool) -> int:
+def main(
+    quiet: float, interval: float, workers: int, scheduler_host: str | None, scheduler_port: int | None, once: bool
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     watcher = Watcher(quiet, luigi_args(workers, scheduler_host, scheduler_port))
-    log.info("watch: polling every %gs, a folder is finished after %gs without changes (pid %d)",
-             interval, quiet, os.getpid())
+    log.info(
+        "watch: polling every %gs, a folder is finished after %gs without changes (pid %d)",
+        interval,
+        quiet,
+        os.getpid(),
+    )
     return watcher.loop(interval, once)

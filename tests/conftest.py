@@ -43,8 +43,12 @@ def default_profile(options: str = config.PROFILE_OPTIONS) -> Profile:
     return Profile(config.DEFAULT_TABLE, frozenset(config.split(options)), frozenset(config.split(config.DESCRIPTORS)))
 
 
-def recipe_for(path: Path = RECIPE, keep_private: frozenset[str] = frozenset(), filters: tuple[str, ...] = (),
-               options: str = config.PROFILE_OPTIONS) -> Recipe:
+def recipe_for(
+    path: Path = RECIPE,
+    keep_private: frozenset[str] = frozenset(),
+    filters: tuple[str, ...] = (),
+    options: str = config.PROFILE_OPTIONS,
+) -> Recipe:
     """A recipe as the pipeline builds it, with the default profile."""
     return Recipe(path, default_profile(options), keep_private, filters)
 
@@ -143,13 +147,32 @@ class Pipeline:
     def command(self, *extra: str, workers: int = 2, task: str = "ProcessAll", scheduler_port: int | None = None):
         self.write_cfg()
         self.input.mkdir(parents=True, exist_ok=True)
-        where = ["--local-scheduler"] if scheduler_port is None else [
-            "--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler_port)]
-        return [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, *where,
-                "--workers", str(workers), *extra]
+        where = (
+            ["--local-scheduler"]
+            if scheduler_port is None
+            else ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler_port)]
+        )
+        return [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "sendit_luigi",
+            task,
+            *where,
+            "--workers",
+            str(workers),
+            *extra,
+        ]
 
-    def run(self, *extra: str, workers: int = 2, task: str = "ProcessAll", timeout: int = 300,
-            scheduler_port: int | None = None) -> Run:
+    def run(
+        self,
+        *extra: str,
+        workers: int = 2,
+        task: str = "ProcessAll",
+        timeout: int = 300,
+        scheduler_port: int | None = None,
+    ) -> Run:
         command = self.command(*extra, workers=workers, task=task, scheduler_port=scheduler_port)
         proc = subprocess.run(command, cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=timeout)
         return Run(proc.returncode, proc.stdout + proc.stderr)
@@ -157,13 +180,19 @@ class Pipeline:
     def start(self, *extra: str, workers: int = 1, scheduler_port: int | None = None) -> subprocess.Popen:
         """Start ProcessAll in the background (output to a log file in the project folder)."""
         command = self.command(*extra, workers=workers, scheduler_port=scheduler_port)
-        log = open(self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log", "w")
-        return subprocess.Popen(command, cwd=self.root, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        with open(self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log", "w") as log:
+            return subprocess.Popen(command, cwd=self.root, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         self.write_cfg()
-        return subprocess.run([sys.executable, "-m", "sendit_luigi", *args], cwd=self.root, env=self.env(),
-                              capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "sendit_luigi", *args],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     # -- reading outputs ---------------------------------------------------
 
@@ -260,8 +289,7 @@ def configured(pipe: Pipeline, monkeypatch):
     pipe.write_cfg()
     monkeypatch.setenv("LUIGI_CONFIG_PATH", str(pipe.cfg))
     monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_instance", None)
-    monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_config_paths",
-                        [str(pipe.cfg)])
+    monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_config_paths", [str(pipe.cfg)])
     luigi.task_register.Register.clear_instance_cache()
     import sendit_luigi.config as config
     import sendit_luigi.stages as stages
@@ -289,9 +317,22 @@ class Luigid:
         env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "luigid"), "--address", "127.0.0.1", "--port", str(self.port),
-                 "--state-path", str(root / "luigid.state"), "--logdir", str(root / "luigid-logs")],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [
+                    str(Path(sys.executable).parent / "luigid"),
+                    "--address",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--state-path",
+                    str(root / "luigid.state"),
+                    "--logdir",
+                    str(root / "luigid-logs"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         wait_http(f"{self.url}/api/task_list", self.proc, self.log)
 
     def api(self, method: str, **data) -> dict:
@@ -336,8 +377,11 @@ def smtp_sink():
         async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
             message = email.message_from_bytes(envelope.content)
             parts = [message["Subject"] or ""]
-            parts += [p.get_payload(decode=True).decode("utf-8", "replace") for p in message.walk()
-                      if not p.is_multipart() and p.get_content_maintype() == "text"]
+            parts += [
+                p.get_payload(decode=True).decode("utf-8", "replace")
+                for p in message.walk()
+                if not p.is_multipart() and p.get_content_maintype() == "text"
+            ]
             self.messages.append("\n".join(parts))
             return "250 OK"
 

@@ -74,24 +74,26 @@ def answer(body: dict) -> dict:
     results = []
     for entity in body["identifiers"]:
         days = jitter(entity["id"])
-        results.append({
-            "id": entity["id"],
-            "id_source": entity["id_source"],
-            "suid": suid("E", entity["id"]),
-            "jitter": days,
-            "jittered_timestamp": jittered(entity["id_timestamp"], days),
-            "custom_fields": entity["custom_fields"],
-            "items": [
-                {
-                    "id": item["id"],
-                    "id_source": item["id_source"],
-                    "suid": suid("I", item["id"]),
-                    "jitter": days,
-                    "jittered_timestamp": jittered(item["id_timestamp"], days),
-                }
-                for item in entity["items"]
-            ],
-        })
+        results.append(
+            {
+                "id": entity["id"],
+                "id_source": entity["id_source"],
+                "suid": suid("E", entity["id"]),
+                "jitter": days,
+                "jittered_timestamp": jittered(entity["id_timestamp"], days),
+                "custom_fields": entity["custom_fields"],
+                "items": [
+                    {
+                        "id": item["id"],
+                        "id_source": item["id_source"],
+                        "suid": suid("I", item["id"]),
+                        "jitter": days,
+                        "jittered_timestamp": jittered(item["id_timestamp"], days),
+                    }
+                    for item in entity["items"]
+                ],
+            }
+        )
     return {"results": results}
 
 
@@ -125,7 +127,7 @@ class DasherServer:
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "DasherServer":
+    def __enter__(self) -> DasherServer:
         self.thread.start()
         return self
 
@@ -134,8 +136,9 @@ class DasherServer:
         self.httpd.server_close()
 
     def write_secrets(self, path: Path) -> Path:
-        path.write_text(json.dumps({"accessToken": self.access, "refreshToken": self.refresh,
-                                    "token_uri": f"{self.base}/token"}))
+        path.write_text(
+            json.dumps({"accessToken": self.access, "refreshToken": self.refresh, "token_uri": f"{self.base}/token"})
+        )
         return path
 
     @staticmethod

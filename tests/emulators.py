@@ -33,9 +33,16 @@ def free_port() -> int:
 
 
 def offline_env(home: Path) -> dict:
-    env = dict(os.environ, HOME=str(home), HTTP_PROXY=DEAD_PROXY, HTTPS_PROXY=DEAD_PROXY,
-               http_proxy=DEAD_PROXY, https_proxy=DEAD_PROXY, NO_PROXY="127.0.0.1,localhost",
-               no_proxy="127.0.0.1,localhost")
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        HTTP_PROXY=DEAD_PROXY,
+        HTTPS_PROXY=DEAD_PROXY,
+        http_proxy=DEAD_PROXY,
+        https_proxy=DEAD_PROXY,
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
     return env
 
 
@@ -80,8 +87,7 @@ class Emulator:
 
     def _spawn(self, command: list[str], env: dict) -> None:
         with open(self.log, "ab") as log:  # a file, never a pipe nobody reads
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 class GcsEmulator(Emulator):
@@ -96,10 +102,27 @@ class GcsEmulator(Emulator):
         os.chmod(found[0], 0o755)
         return str(found[0])
 
-    def start(self) -> "GcsEmulator":
-        self._spawn([self.binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-                     "-backend", "filesystem", "-filesystem-root", str(self.root / "data"),
-                     "-external-url", self.endpoint, "-log-level", "warn"], offline_env(self.root))
+    def start(self) -> GcsEmulator:
+        self._spawn(
+            [
+                self.binary(),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+                str(self.root / "data"),
+                "-external-url",
+                self.endpoint,
+                "-log-level",
+                "warn",
+            ],
+            offline_env(self.root),
+        )
         wait_http(f"{self.endpoint}/storage/v1/b", self.proc, self.log)
         return self
 
@@ -107,7 +130,7 @@ class GcsEmulator(Emulator):
 class BigQueryEmulator(Emulator):
     """bqemulator, persistent DuckDB under ``root/data``."""
 
-    def start(self) -> "BigQueryEmulator":
+    def start(self) -> BigQueryEmulator:
         import duckdb
         import duckdb_extension_spatial
 
@@ -119,10 +142,25 @@ class BigQueryEmulator(Emulator):
         env = offline_env(self.root / "home")
         env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
         self.grpc_port = free_port()
-        command = [str(Path(sys.executable).parent / "bqemulator"), "start", "--rest-host", "127.0.0.1",
-                   "--rest-port", str(self.port), "--grpc-host", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-                   "--persistent", "--data-dir", str(self.root / "data"), "--project", "test-project",
-                   "--log-level", "warning"]
+        command = [
+            str(Path(sys.executable).parent / "bqemulator"),
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            str(self.port),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(self.grpc_port),
+            "--persistent",
+            "--data-dir",
+            str(self.root / "data"),
+            "--project",
+            "test-project",
+            "--log-level",
+            "warning",
+        ]
         self._spawn(command, env)
         wait_http(f"{self.endpoint}/bigquery/v2/projects/test-project/datasets", self.proc, self.log)
         return self

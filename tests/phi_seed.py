@@ -72,16 +72,27 @@ def seeded_dataset(s: Seeded, index: int, study_uid: str, series_uid: str, previ
     ds.file_meta.SourceApplicationEntityTitle = s.v("AETITLE")[:16]
     ds.OtherPatientIDsSequence = Sequence([item(PatientID=s.v("SEQID"), IssuerOfPatientID=s.v("SEQISSUER"))])
     ds.RequestAttributesSequence = Sequence(
-        [item(RequestedProcedureID=s.v("RPID")[:16], ScheduledProcedureStepID=s.v("SPSID")[:16],
-              ScheduledPerformingPhysicianName=s.v("SCHEDDOC"))]
+        [
+            item(
+                RequestedProcedureID=s.v("RPID")[:16],
+                ScheduledProcedureStepID=s.v("SPSID")[:16],
+                ScheduledPerformingPhysicianName=s.v("SCHEDDOC"),
+            )
+        ]
     )
     ds.ReferencedStudySequence = Sequence(
         [item(ReferencedSOPClassUID="1.2.840.10008.3.1.2.3.1", ReferencedSOPInstanceUID=s.uid("refstudy"))]
     )
     ds.ProcedureCodeSequence = Sequence(
-        [item(CodeValue="CT0001", CodeMeaning="CT HEAD",
-              PurposeOfReferenceCodeSequence=Sequence(
-                  [item(CodeValue="X", ContentCreatorName=s.v("DEEPNAME"), InstanceCreationDate="20170815")]))]
+        [
+            item(
+                CodeValue="CT0001",
+                CodeMeaning="CT HEAD",
+                PurposeOfReferenceCodeSequence=Sequence(
+                    [item(CodeValue="X", ContentCreatorName=s.v("DEEPNAME"), InstanceCreationDate="20170815")]
+                ),
+            )
+        ]
     )
     if previous_sop:
         ds.ReferencedImageSequence = Sequence(

@@ -11,11 +11,10 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+from conftest import default_profile
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-
-from conftest import default_profile
 
 PROFILE = default_profile()
 TABLE = json.loads(PROFILE.table_path.read_text())
@@ -158,8 +157,13 @@ def outcome(p: Planted, before, after, shift_days: int, pseudonyms: set[str]) ->
         return {"U", "D"} if str(value).startswith("2.25.") else set()
     if p.vr in ("DA", "DT") and _shifted(str(before.value), shift_days) == str(value):
         return {"SHIFT"}
-    if p.vr in TEXT_VRS and isinstance(before.value, str) and NAME in before.value and NAME not in str(value) \
-            and p.mark in str(value):
+    if (
+        p.vr in TEXT_VRS
+        and isinstance(before.value, str)
+        and NAME in before.value
+        and NAME not in str(value)
+        and p.mark in str(value)
+    ):
         return {"CLEAN"}
     return {"D"}
 

@@ -10,12 +10,24 @@ from conftest import REPO
 
 def test_every_benchmark_runs_and_writes_its_table(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     text = out.read_text()
     assert "Smoke run on tiny data" in text
-    for heading in ("De-identification throughput", "End-to-end ProcessAll", "Scheduler scale", "Memory",
-                    "Upload to the emulators", "Metadata rows to BigQuery", "DASHER"):
+    for heading in (
+        "De-identification throughput",
+        "End-to-end ProcessAll",
+        "Scheduler scale",
+        "Memory",
+        "Upload to the emulators",
+        "Metadata rows to BigQuery",
+        "DASHER",
+    ):
         assert f"{heading}" in text
     assert text.count("| ") > 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email
 import json
 import os
 import shutil
@@ -13,12 +12,11 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from conftest import file_label, Pipeline, datasets, make_study, members, tree_digest
+from conftest import Pipeline, datasets, file_label, make_study, members, tree_digest
 from phi_seed import write_seeded_study
-from sendit_luigi.sample_data import write_study
 from test_pixel_phi_quarantine import add_burned_in_ultrasound
+
+from sendit_luigi.sample_data import write_study
 
 
 def keys_done(pipe: Pipeline) -> set[str]:
@@ -59,9 +57,16 @@ def test_batch_errors_and_task_failures_reach_the_operator_without_phi(pipe, smt
     broken.mkdir()
     (broken / "report.txt").write_text(f"{bad.patient_name} {bad.patient_id}")
     pipe.bucket.write_text("not a folder: every upload fails")
-    pipe.settings.update({"email.method": "smtp", "email.sender": "sendit@example.org", "email.force_send": "true",
-                          "smtp.host": "127.0.0.1", "smtp.port": str(controller.port),
-                          "alerts.receiver": "ops@example.org"})
+    pipe.settings.update(
+        {
+            "email.method": "smtp",
+            "email.sender": "sendit@example.org",
+            "email.force_send": "true",
+            "smtp.host": "127.0.0.1",
+            "smtp.port": str(controller.port),
+            "alerts.receiver": "ops@example.org",
+        }
+    )
     run = pipe.run()
     assert run.code != 0
     deadline = time.time() + 10
@@ -98,13 +103,23 @@ def test_inspect_shows_what_happens_to_each_element_with_values_redacted(pipe):
     out = pipe.cli("inspect", str(pipe.input / "ACCSEED"))
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    for line in ("PatientName", "PatientID", "AccessionNumber", "StudyDate", "SOPInstanceUID",
-                 "ReferringPhysicianName", "Modality"):
+    for line in (
+        "PatientName",
+        "PatientID",
+        "AccessionNumber",
+        "StudyDate",
+        "SOPInstanceUID",
+        "ReferringPhysicianName",
+        "Modality",
+    ):
         assert line in text
     assert "replace with the coded patient id" in text
     assert "new consistent UID (profile U)" in text and "empty (profile Z)" in text
     assert "shift by the patient's date shift" in text
-    assert "options in force: clean_descriptors, retain_longitudinal_modified_dates, retain_patient_characteristics" in text
+    assert (
+        "options in force: clean_descriptors, retain_longitudinal_modified_dates, retain_patient_characteristics"
+        in text
+    )
     assert "PS3.15 2026d" in text
     assert "remove (private tag)" in text and "removed with its sequence" in text
     assert "<PN, " in text and "keep" in text
@@ -151,12 +166,18 @@ def test_watch_picks_up_a_folder_only_when_it_is_complete_and_stops_on_sigterm(p
     write_study(staging, make_study(1), 5, nested=False)
     write_study(staging, make_study(2), 3, nested=False)
     pipe.write_cfg()
-    watcher = subprocess.Popen([sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.2", "--quiet", "2.5"],
-                               cwd=pipe.root, env=pipe.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.2", "--quiet", "2.5"],
+        cwd=pipe.root,
+        env=pipe.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        slow = threading.Thread(target=copy_slowly, args=(staging / make_study(1).folder,
-                                                          pipe.input / make_study(1).folder, 0.5))
+        slow = threading.Thread(
+            target=copy_slowly, args=(staging / make_study(1).folder, pipe.input / make_study(1).folder, 0.5)
+        )
         slow.start()
         # a copy tool that writes to NAME.tmp and renames when done
         tmp_target = pipe.input / (make_study(2).folder + ".tmp")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pydicom
-
 from conftest import RECIPE, datasets, make_study
-from sendit_luigi.sample_data import write_study
 from test_pixel_phi_quarantine import ULTRASOUND, add_burned_in_ultrasound
+
+from sendit_luigi.sample_data import write_study
 
 BAND = "\nLABEL A known ultrasound header band (test site)\n  contains Modality US\n  coordinates 0,0,1024,60\n"
 
@@ -28,9 +28,14 @@ def site_recipe(pipe):
 def test_known_regions_are_blacked_out_marked_and_counted_when_the_option_is_on(pipe):
     folder = write_study(pipe.input, make_study(1), 1, nested=False)
     add_burned_in_ultrasound(folder, folder / "IM0000")
-    pipe.settings.update({"sendit.recipe": str(site_recipe(pipe)), "deid.quarantine_filters": "known_regions",
-                          "deid.profile_options": "retain_longitudinal_modified_dates,retain_patient_characteristics,"
-                                                  "clean_descriptors,clean_pixel_data"})
+    pipe.settings.update(
+        {
+            "sendit.recipe": str(site_recipe(pipe)),
+            "deid.quarantine_filters": "known_regions",
+            "deid.profile_options": "retain_longitudinal_modified_dates,retain_patient_characteristics,"
+            "clean_descriptors,clean_pixel_data",
+        }
+    )
     run = pipe.run()
     assert run.code == 0, run.output
     row = pipe.metrics().iloc[0]

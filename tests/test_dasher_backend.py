@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
-
 from conftest import Pipeline, datasets, make_study
 from dasher_server import DasherServer, jitter, suid
 
@@ -14,15 +14,17 @@ from dasher_server import DasherServer, jitter, suid
 @pytest.fixture
 def dasher(pipe: Pipeline, tmp_path):
     with DasherServer(slow=6.0) as server:
-        pipe.settings.update({
-            "identifiers.backend": "dasher",
-            "dasher.base_url": server.base,
-            "dasher.study": "IRB-Test",
-            "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json")),
-            "dasher.retries": "1",
-            "dasher.backoff": "0.05",
-            "dasher.timeout": "2.5",
-        })
+        pipe.settings.update(
+            {
+                "identifiers.backend": "dasher",
+                "dasher.base_url": server.base,
+                "dasher.study": "IRB-Test",
+                "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json")),
+                "dasher.retries": "1",
+                "dasher.backoff": "0.05",
+                "dasher.timeout": "2.5",
+            }
+        )
         yield pipe, server
 
 
@@ -44,8 +46,11 @@ def test_process_all_gets_its_ids_from_dasher(dasher):
     assert sorted(len(e["items"]) for e in body["identifiers"]) == [1, 2]
     for tarball in pipe.tarballs():
         for ds in datasets(tarball).values():
-            study = next(s for s in (make_study(1), make_study(2, patient=1), make_study(3))
-                         if suid("I", s.accession) == ds.AccessionNumber)
+            study = next(
+                s
+                for s in (make_study(1), make_study(2, patient=1), make_study(3))
+                if suid("I", s.accession) == ds.AccessionNumber
+            )
             assert ds.PatientID == suid("E", study.patient_id)
             days = jitter(study.patient_id)
             expected = dt.datetime.strptime(study.study_date, "%Y%m%d") + dt.timedelta(days=days)
@@ -68,7 +73,7 @@ def test_an_expired_token_is_refreshed_once_and_the_call_retried(dasher):
     server.script = ["401"]
     assert pipe.run().code == 0
     assert server.refreshes == 1
-    secrets = json.loads(open(pipe.settings["dasher.secrets_file"]).read())
+    secrets = json.loads(Path(pipe.settings["dasher.secrets_file"]).read_text())
     assert secrets["accessToken"] == "access-2"  # som wrote the new token back
     assert pipe.metrics().iloc[0]["status"] == "uploaded"
 

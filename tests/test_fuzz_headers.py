@@ -16,21 +16,64 @@ import random
 import tarfile
 
 import pydicom
-from pydicom.data import get_testdata_file
-
 from conftest import recipe_for
 from hostile import CONTENT_SEQUENCE
+from pydicom.data import get_testdata_file
+
 from sendit_luigi.deidentify import Context, LeakCheck, pack_study, uid_remapper
 from sendit_luigi.headers import extract_headers
 from sendit_luigi.workdir import Keyed
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261126"))
-SOURCES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "ExplVR_BigEnd.dcm"]
-PLANTED = {"PatientName": "FUZZDOE^FUZZJANE", "PatientID": "FUZZMRN123456", "AccessionNumber": "FUZZACC77",
-           "InstitutionName": "FUZZ GENERAL", "ReferringPhysicianName": "FUZZREFDOC^X", "StudyID": "FUZZSTUDY"}
-VRS = [b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OW", b"PN", b"SH",
-       b"SL", b"SQ", b"SS", b"ST", b"TM", b"UI", b"UL", b"UN", b"US", b"UT", b"ZZ", b"\x00\x00", b"Q!"]
+SOURCES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "rtplan.dcm",
+    "rtstruct.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_rle.dcm",
+    "ExplVR_BigEnd.dcm",
+]
+PLANTED = {
+    "PatientName": "FUZZDOE^FUZZJANE",
+    "PatientID": "FUZZMRN123456",
+    "AccessionNumber": "FUZZACC77",
+    "InstitutionName": "FUZZ GENERAL",
+    "ReferringPhysicianName": "FUZZREFDOC^X",
+    "StudyID": "FUZZSTUDY",
+}
+VRS = [
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FL",
+    b"FD",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"OB",
+    b"OW",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SQ",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"UN",
+    b"US",
+    b"UT",
+    b"ZZ",
+    b"\x00\x00",
+    b"Q!",
+]
 RECIPE = recipe_for()
 
 
@@ -70,7 +113,9 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         elif kind == "charset":
             for i in range(132, header_end - 14):
                 if data[i : i + 4] == b"\x08\x00\x05\x00":  # SpecificCharacterSet
-                    data[i + 8 : i + 18] = rng.choice([b"ISO_IR 192", b"ISO 2022 I", b"\xff\xfe\x00BOGUS!", b"ISO_IR 13 "])
+                    data[i + 8 : i + 18] = rng.choice(
+                        [b"ISO_IR 192", b"ISO 2022 I", b"\xff\xfe\x00BOGUS!", b"ISO_IR 13 "]
+                    )
                     break
         else:
             for i in range(at, min(at + 16, header_end)):
@@ -94,13 +139,16 @@ def test_mutated_headers_never_escape_per_file_handling_never_leak_and_are_never
     for folder in batches:
         headers = extract_headers(folder, [], RECIPE.profile, RECIPE.burned_in)  # must not raise
         good = [f for f in headers["files"] if "error" not in f and "skipped" not in f and "quarantine" not in f]
-        ctx = Context({"patient_id": "PFUZZ", "accession": "AFUZZ", "jitter": 7}, 7,
-                      uid_remapper(Keyed(b"f" * 64), "2.25."))
+        ctx = Context(
+            {"patient_id": "PFUZZ", "accession": "AFUZZ", "jitter": 7}, 7, uid_remapper(Keyed(b"f" * 64), "2.25.")
+        )
         leak = LeakCheck(headers["phi"])
-        result = pack_study(folder, [], good, RECIPE, ctx, leak, tmp_path / f"{folder.name}.tar.gz",
-                            tmp_path / "scratch", 1)  # must not raise
-        texts = [f["error"] for f in headers["files"] if "error" in f] + [r["error"] for r in result.files
-                                                                          if "error" in r]
+        result = pack_study(
+            folder, [], good, RECIPE, ctx, leak, tmp_path / f"{folder.name}.tar.gz", tmp_path / "scratch", 1
+        )  # must not raise
+        texts = [f["error"] for f in headers["files"] if "error" in f] + [
+            r["error"] for r in result.files if "error" in r
+        ]
         errors_total += len(texts)
         for text in texts:
             for value in values:

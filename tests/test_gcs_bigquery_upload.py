@@ -6,11 +6,11 @@ import itertools
 import json
 
 import pytest
+from conftest import Pipeline, make_study
+from emulators import BigQueryEmulator, FaultyProxy, GcsEmulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
-from conftest import Pipeline, make_study
-from emulators import BigQueryEmulator, FaultyProxy, GcsEmulator
 from sendit_luigi.batches import shard_of
 
 COUNTER = itertools.count()
@@ -30,10 +30,12 @@ class Cloud:
     def __init__(self, gcs, bq, bucket: str, collection: str):
         self.gcs_emulator, self.bq_emulator = gcs, bq
         self.bucket, self.collection = bucket, collection
-        self.gcs = storage.Client(project="test-project", credentials=AnonymousCredentials(),
-                                  client_options={"api_endpoint": gcs.endpoint})
-        self.bq = bigquery.Client(project="test-project", credentials=AnonymousCredentials(),
-                                  client_options={"api_endpoint": bq.endpoint})
+        self.gcs = storage.Client(
+            project="test-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs.endpoint}
+        )
+        self.bq = bigquery.Client(
+            project="test-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": bq.endpoint}
+        )
 
     def blobs(self) -> dict:
         return {b.name: b for b in self.gcs.list_blobs(self.bucket)}
@@ -55,17 +57,19 @@ def gcs_pipe(pipe: Pipeline, cloud) -> tuple[Pipeline, Cloud]:
     n = next(COUNTER)
     c = Cloud(*cloud, bucket=f"sendit-test-{n}", collection=f"IRB_{n}")
     c.gcs.create_bucket(c.bucket)
-    pipe.settings.update({
-        "storage.backend": "gcs",
-        "storage.bucket": c.bucket,
-        "storage.project": "test-project",
-        "storage.collection": c.collection,
-        "storage.gcs_endpoint": c.gcs_emulator.endpoint,
-        "storage.bigquery_endpoint": c.bq_emulator.endpoint,
-        "storage.credentials": "anonymous",
-        "storage.retry_seconds": "3",
-        "storage.backoff": "0.1",
-    })
+    pipe.settings.update(
+        {
+            "storage.backend": "gcs",
+            "storage.bucket": c.bucket,
+            "storage.project": "test-project",
+            "storage.collection": c.collection,
+            "storage.gcs_endpoint": c.gcs_emulator.endpoint,
+            "storage.bigquery_endpoint": c.bq_emulator.endpoint,
+            "storage.credentials": "anonymous",
+            "storage.retry_seconds": "3",
+            "storage.backoff": "0.1",
+        }
+    )
     return pipe, c
 
 
@@ -77,8 +81,10 @@ def test_objects_land_with_sendit_names_and_the_same_bytes_and_rows_land_once(gc
     assert run.code == 0, run.output
     blobs = c.blobs()
     assert len(blobs) == 3
-    work = {json.loads((d / "result.json").read_text())["tarball_name"]: d / "study.tar.gz"
-            for d in pipe.batch_dirs().values()}
+    work = {
+        json.loads((d / "result.json").read_text())["tarball_name"]: d / "study.tar.gz"
+        for d in pipe.batch_dirs().values()
+    }
     for name, blob in blobs.items():
         parts = name.split("/")
         assert parts[:3] == ["Collection", c.collection, "Entity"] and parts[4].startswith(parts[3] + "_")
@@ -118,7 +124,8 @@ def test_an_upload_that_fails_half_way_resumes_with_nothing_lost_or_doubled(gcs_
     assert len(c.blobs()) == 3
     assert all(not (d / "uploaded.json").exists() for d in pipe.batch_dirs().values())
     assert "upload failed" in pipe.cli("status", "--errors").stdout + " ".join(
-        json.loads((d / "upload_error.json").read_text())["error"] for d in pipe.batch_dirs().values())
+        json.loads((d / "upload_error.json").read_text())["error"] for d in pipe.batch_dirs().values()
+    )
     generations = {n: b.generation for n, b in c.blobs().items()}
     resumed = pipe.run()
     assert resumed.code == 0, resumed.output
@@ -163,8 +170,9 @@ def test_rows_go_in_one_lookup_and_one_insert_per_group_of_studies(gcs_pipe):
     pipe, c = gcs_pipe
     proxy = FaultyProxy(c.bq_emulator.endpoint)
     try:
-        pipe.settings.update({"storage.bigquery_endpoint": proxy.endpoint, "upload.workers": "1",
-                              "upload.rows_per_request": "5"})
+        pipe.settings.update(
+            {"storage.bigquery_endpoint": proxy.endpoint, "upload.workers": "1", "upload.rows_per_request": "5"}
+        )
         for n in range(12):
             pipe.add(make_study(n), files=1, nested=False)
         run = pipe.run()

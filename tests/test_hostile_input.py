@@ -10,9 +10,9 @@ import shutil
 import tarfile
 
 import pytest
-
 from conftest import Pipeline, datasets, every_output_byte, file_label, make_study
 from hostile import deeply_nested, truncated_pixels, unknown_vr, wrong_vr_on_patient_id
+
 from sendit_luigi.sample_data import write_study
 
 HOSTILE = make_study(1, patient_id="PHIMRN4242")  # 10 characters: no multiple of 4 as a UL value
@@ -65,8 +65,11 @@ def test_a_truncated_image_is_never_packed(hostile_archive):
 def test_no_value_of_a_malformed_element_reaches_a_log_the_metrics_or_a_result(hostile_archive):
     pipe, run, folder = hostile_archive
     planted = HOSTILE.phi() + [p.name for p in folder.iterdir()]
-    texts = [("luigi log (DEBUG)", run.output), ("metrics.csv", (pipe.work / "metrics.csv").read_text()),
-             ("status --errors", pipe.cli("status", "--errors").stdout)]
+    texts = [
+        ("luigi log (DEBUG)", run.output),
+        ("metrics.csv", (pipe.work / "metrics.csv").read_text()),
+        ("status --errors", pipe.cli("status", "--errors").stdout),
+    ]
     texts += [(str(p), p.read_text()) for p in pipe.work.rglob("result.json")]
     texts += [(name, data.decode("latin-1")) for name, data in every_output_byte(pipe)]
     for where, text in texts:
@@ -189,14 +192,37 @@ def test_a_task_failure_reaches_luigid_its_state_and_mail_in_our_words(pipe, lui
     from failing_task import PLANTED
 
     controller, sink = smtp_sink
-    pipe.settings.update({"email.method": "smtp", "email.sender": "sendit@example.org", "email.force_send": "true",
-                          "smtp.host": "127.0.0.1", "smtp.port": str(controller.port),
-                          "alerts.receiver": "ops@example.org"})
+    pipe.settings.update(
+        {
+            "email.method": "smtp",
+            "email.sender": "sendit@example.org",
+            "email.force_send": "true",
+            "smtp.host": "127.0.0.1",
+            "smtp.port": str(controller.port),
+            "alerts.receiver": "ops@example.org",
+        }
+    )
     pipe.write_cfg()
     env = dict(pipe.env(), PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}")
-    proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "failing_task", "LeakyFailure",
-                           "--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid.port)],
-                          cwd=pipe.root, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "failing_task",
+            "LeakyFailure",
+            "--scheduler-host",
+            "127.0.0.1",
+            "--scheduler-port",
+            str(luigid.port),
+        ],
+        cwd=pipe.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     deadline = time.time() + 10
     while not sink.messages and time.time() < deadline:
@@ -206,8 +232,12 @@ def test_a_task_failure_reaches_luigid_its_state_and_mail_in_our_words(pipe, lui
     assert "LeakyFailure failed: ValueError" in error and "failing_task.py" not in error
     luigid.stop()
     state = (luigid.log.parent / "luigid.state").read_bytes().decode("latin-1")
-    texts = [("stderr", proc.stdout + proc.stderr), ("fetch_error", error), ("mail", "\n".join(sink.messages)),
-             ("luigid.state", state)]
+    texts = [
+        ("stderr", proc.stdout + proc.stderr),
+        ("fetch_error", error),
+        ("mail", "\n".join(sink.messages)),
+        ("luigid.state", state),
+    ]
     assert "failed" in texts[2][1]
     phi_free(texts, [PLANTED, "PHIFAILDOE"])
 
@@ -226,9 +256,16 @@ def test_phi_in_folder_names_file_names_and_elements_reaches_no_operator_view(pi
     broken.mkdir()
     (broken / "PHIROE_report.txt").write_text("not dicom")  # a batch that ends in error: an alert
     pipe.bucket.write_text("not a folder: every upload fails")  # a task that fails: luigid's error page
-    pipe.settings.update({"email.method": "smtp", "email.sender": "sendit@example.org", "email.force_send": "true",
-                          "smtp.host": "127.0.0.1", "smtp.port": str(controller.port),
-                          "alerts.receiver": "ops@example.org"})
+    pipe.settings.update(
+        {
+            "email.method": "smtp",
+            "email.sender": "sendit@example.org",
+            "email.force_send": "true",
+            "smtp.host": "127.0.0.1",
+            "smtp.port": str(controller.port),
+            "alerts.receiver": "ops@example.org",
+        }
+    )
     default = pipe.run(scheduler_port=luigid.port)
     assert default.code != 0  # the uploads failed
     debug = pipe.run("--log-level", "DEBUG", scheduler_port=luigid.port)
@@ -241,10 +278,16 @@ def test_phi_in_folder_names_file_names_and_elements_reaches_no_operator_view(pi
     luigid.stop()
     state = (luigid.log.parent / "luigid.state").read_bytes().decode("latin-1")
     assert pipe.cli("metrics").returncode == 0  # the run wrote none: its uploads failed
-    texts = [("stderr (default)", default.output), ("stderr (DEBUG)", debug.output), ("task_list", tasks),
-             ("fetch_error", "\n".join(errors)), ("luigid.state", state), ("mail", "\n".join(sink.messages)),
-             ("metrics.csv", (pipe.work / "metrics.csv").read_text()),
-             ("status --errors", pipe.cli("status", "--errors").stdout)]
+    texts = [
+        ("stderr (default)", default.output),
+        ("stderr (DEBUG)", debug.output),
+        ("task_list", tasks),
+        ("fetch_error", "\n".join(errors)),
+        ("luigid.state", state),
+        ("mail", "\n".join(sink.messages)),
+        ("metrics.csv", (pipe.work / "metrics.csv").read_text()),
+        ("status --errors", pipe.cli("status", "--errors").stdout),
+    ]
     texts += [(str(p), p.read_text()) for p in pipe.work.rglob("result.json")]
     assert "ended with error" in texts[5][1] and "(0010,0020) PatientID (BytesLengthException)" in texts[6][1]
     planted = study.phi() + ["PHIDOE", "PHIMRN7777", "MRN00009", "PHIROE", "RICHARD", str(pipe.input)]

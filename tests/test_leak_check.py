@@ -41,6 +41,7 @@ def pack_one(tmp_path, ds):
     import gzip
 
     from conftest import recipe_for
+
     from sendit_luigi.deidentify import Context, pack_study, uid_remapper
     from sendit_luigi.headers import extract_headers
     from sendit_luigi.workdir import Keyed
@@ -50,9 +51,19 @@ def pack_one(tmp_path, ds):
     ds.save_as(folder / "file", enforce_file_format=True)
     recipe = recipe_for()
     headers = extract_headers(folder, [], recipe.profile)
-    ctx = Context({"patient_id": "PCODE", "accession": "ACODE", "jitter": 3}, 3, uid_remapper(Keyed(b"l" * 64), "2.25."))
-    result = pack_study(folder, [], headers["files"], recipe, ctx, LeakCheck(headers["phi"]),
-                        tmp_path / "out.tar.gz", tmp_path / "scratch")
+    ctx = Context(
+        {"patient_id": "PCODE", "accession": "ACODE", "jitter": 3}, 3, uid_remapper(Keyed(b"l" * 64), "2.25.")
+    )
+    result = pack_study(
+        folder,
+        [],
+        headers["files"],
+        recipe,
+        ctx,
+        LeakCheck(headers["phi"]),
+        tmp_path / "out.tar.gz",
+        tmp_path / "scratch",
+    )
     out = tmp_path / "out.tar.gz"
     return result, gzip.decompress(out.read_bytes()) if out.exists() else b""
 

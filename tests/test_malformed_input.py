@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from conftest import Pipeline, datasets, file_label, make_study
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from conftest import Pipeline, datasets, file_label, make_study
 from sendit_luigi.sample_data import write_study
 
 

@@ -8,7 +8,6 @@ import re
 import time
 
 import yaml
-
 from conftest import REPO, Pipeline, make_study, tree_digest
 from dasher_server import DasherServer
 
@@ -43,8 +42,12 @@ def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
     assert any(m.startswith("uploading:") for m in messages)
     assert any(0 < p < 100 for p in progress) and 100 in progress
     planted = [value for s in studies for value in s.phi()]
-    pages = [luigid.raw("/api/task_search", task_str="A"), luigid.raw("/api/worker_list"),
-             luigid.raw("/api/task_list"), luigid.raw("/api/task_list", status="DONE")]
+    pages = [
+        luigid.raw("/api/task_search", task_str="A"),
+        luigid.raw("/api/worker_list"),
+        luigid.raw("/api/task_list"),
+        luigid.raw("/api/task_list", status="DONE"),
+    ]
     for text in replies + pages + [json.dumps(done)]:
         for value in planted:
             assert value not in text
@@ -57,8 +60,13 @@ def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe,
     # Each DASHER call takes 0.3 s, so one process alone needs over 3 s for stage 2: the second one,
     # a second or so behind it, always finds work left, however fast the machine is.
     with DasherServer(latency=0.3) as server:
-        pipe.settings.update({"identifiers.backend": "dasher", "dasher.base_url": server.base,
-                              "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json"))})
+        pipe.settings.update(
+            {
+                "identifiers.backend": "dasher",
+                "dasher.base_url": server.base,
+                "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json")),
+            }
+        )
         # On one host, a second luigi process needs --no-lock (Luigi's per-host lock); on two hosts it does not.
         first = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
         second = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)

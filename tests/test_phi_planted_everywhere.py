@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import Pipeline, datasets, every_output_byte
 from phi_seed import write_seeded_study
 
@@ -14,8 +13,7 @@ from phi_seed import write_seeded_study
 def seeded(tmp_path_factory):
     pipe = Pipeline(tmp_path_factory.mktemp("seeded"))
     studies = {
-        name: write_seeded_study(pipe.input / name, tag)
-        for name, tag in (("ACCSEED001", "ONE"), ("ACCSEED002", "TWO"))
+        name: write_seeded_study(pipe.input / name, tag) for name, tag in (("ACCSEED001", "ONE"), ("ACCSEED002", "TWO"))
     }
     run = pipe.run()
     assert run.code == 0, run.output

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import deid_data
 import pydicom
+from conftest import datasets, file_label, make_study
 
-from conftest import file_label, datasets, make_study
 from sendit_luigi.sample_data import write_study
 
 ULTRASOUND = Path(deid_data.__file__).parent / "data" / "ultrasounds" / "GREYSCALE_IMAGE.dcm"

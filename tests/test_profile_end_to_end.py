@@ -8,19 +8,27 @@ line; the attributes that a declared option keeps are there.
 from __future__ import annotations
 
 import pytest
+from conftest import Pipeline, datasets, every_output_byte
+from profile_rows import CONTAINER, NAME, allowed, planted_rows
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
-
-from conftest import Pipeline, datasets, every_output_byte
-from profile_rows import CONTAINER, NAME, allowed, planted_rows
 from test_profile_every_attribute import REPLACED
 
 FILES = 4
-IDENTITY = {"PatientID": "MRKPID0001", "AccessionNumber": "MRKACC0001", "PatientName": f"{NAME}^MRKGIVEN",
-            "StudyDate": "20170304"}
-ROWS = [p for p in planted_rows() if p.tag >> 16 not in (0, 2) and p.keyword not in IDENTITY
-        and p.keyword not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+IDENTITY = {
+    "PatientID": "MRKPID0001",
+    "AccessionNumber": "MRKACC0001",
+    "PatientName": f"{NAME}^MRKGIVEN",
+    "StudyDate": "20170304",
+}
+ROWS = [
+    p
+    for p in planted_rows()
+    if p.tag >> 16 not in (0, 2)
+    and p.keyword not in IDENTITY
+    and p.keyword not in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+]
 
 
 def write_file(path, number: int) -> None:

@@ -12,12 +12,12 @@ import copy
 
 import pydicom
 import pytest
+from conftest import recipe_for
+from profile_rows import CONTAINER, NAME, PROFILE, TABLE, allowed, outcome, planted_rows
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from conftest import recipe_for
-from profile_rows import CONTAINER, NAME, PROFILE, TABLE, allowed, outcome, planted_rows
 from sendit_luigi.deidentify import Context, LeakCheck, Profile, ProfileError, uid_remapper
 from sendit_luigi.workdir import Keyed
 
@@ -30,8 +30,12 @@ JITTER = -9
 
 def context() -> Context:
     leak = LeakCheck([NAME, "MRKGIVEN"])
-    return Context({"patient_id": "PCODED", "accession": "ACODED", "jitter": JITTER}, JITTER,
-                   uid_remapper(Keyed(b"t" * 64), "2.25."), clean=leak.clean)
+    return Context(
+        {"patient_id": "PCODED", "accession": "ACODED", "jitter": JITTER},
+        JITTER,
+        uid_remapper(Keyed(b"t" * 64), "2.25."),
+        clean=leak.clean,
+    )
 
 
 def base() -> FileDataset:
@@ -85,8 +89,9 @@ def test_every_attribute_of_the_table_is_handled_as_the_profile_says(p):
     assert top & expected, f"top level: {sorted(top)}, the profile allows {sorted(expected)}"
     if p.tag >> 16 not in (0, 2):
         inside = outcome(p, before, ds[CONTAINER].value[0].get(p.tag), JITTER, PSEUDONYMS)
-        assert inside & (expected | ({"Z", "D"} if "PSEUDONYM" in expected else set())), \
+        assert inside & (expected | ({"Z", "D"} if "PSEUDONYM" in expected else set())), (
             f"in a sequence: {sorted(inside)}, the profile allows {sorted(expected)}"
+        )
 
 
 def test_what_was_done_is_written_into_every_file():
@@ -137,7 +142,7 @@ def test_a_changed_recipe_or_option_gives_another_hash(tmp_path):
     assert recipe_for().hash == RECIPE.hash
 
 
-RECIPE_TEXT = (pydicom.__file__ and __import__("conftest").RECIPE.read_text())
+RECIPE_TEXT = pydicom.__file__ and __import__("conftest").RECIPE.read_text()
 
 
 def test_a_public_tag_no_dictionary_knows_is_removed_and_a_standard_one_kept():
@@ -158,8 +163,9 @@ def test_the_method_codes_read_back_in_every_uncompressed_transfer_syntax(syntax
     RECIPE.apply(ds, context())
     out = io.BytesIO()
     uid = pydicom.uid.UID(syntax)
-    pydicom.dcmwrite(out, ds, enforce_file_format=True, implicit_vr=uid.is_implicit_VR,
-                     little_endian=uid.is_little_endian)
+    pydicom.dcmwrite(
+        out, ds, enforce_file_format=True, implicit_vr=uid.is_implicit_VR, little_endian=uid.is_little_endian
+    )
     back = pydicom.dcmread(io.BytesIO(out.getvalue()))
     assert back.file_meta.TransferSyntaxUID == syntax
     assert [i.CodeValue for i in back.DeidentificationMethodCodeSequence] == ["113100", "113105", "113107", "113108"]

@@ -6,17 +6,23 @@ from __future__ import annotations
 import json
 
 import pydicom
+from conftest import datasets, every_output_byte, file_label, make_study
+from hostile import header_only, to_bytes
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import datasets, every_output_byte, file_label, make_study
-from hostile import header_only, to_bytes
 from sendit_luigi.sample_data import write_study
 
-PHI = {"PatientID": "PHIOBJMRN1", "PatientName": "PHIOBJDOE^JANE", "AccessionNumber": "PHIOBJACC1",
-       "StudyDate": "20170304", "InstitutionName": "PHIOBJ HOSPITAL", "ReferringPhysicianName": "PHIOBJREF^DOC"}
+PHI = {
+    "PatientID": "PHIOBJMRN1",
+    "PatientName": "PHIOBJDOE^JANE",
+    "AccessionNumber": "PHIOBJACC1",
+    "StudyDate": "20170304",
+    "InstitutionName": "PHIOBJ HOSPITAL",
+    "ReferringPhysicianName": "PHIOBJREF^DOC",
+}
 STUDY_UID = generate_uid()
 
 
@@ -79,7 +85,9 @@ def test_structured_reports_and_rt_objects_go_through_the_same_table(pipe):
     report = out[sr.SOPClassUID]
     assert len(report.get("ContentSequence", [])) == 0  # Content Sequence: D (its text would stay otherwise)
     structures = out[struct.SOPClassUID]
-    assert [r.ROIName for r in structures.StructureSetROISequence] == [r.ROIName for r in struct.StructureSetROISequence]
+    assert [r.ROIName for r in structures.StructureSetROISequence] == [
+        r.ROIName for r in struct.StructureSetROISequence
+    ]
     ref = structures.ReferencedFrameOfReferenceSequence[0]
     before = struct.ReferencedFrameOfReferenceSequence[0]
     assert ref.FrameOfReferenceUID.startswith("2.25.") and ref.FrameOfReferenceUID != before.FrameOfReferenceUID

@@ -7,10 +7,20 @@ import json
 import runpy
 
 from conftest import REPO, recipe_for
+
 from sendit_luigi.inspection import profile_markdown, profile_summary
 
-CATEGORIES = ["D_TAGS", "Z_TAGS", "X_TAGS", "U_TAGS", "Z_D_TAGS", "X_Z_TAGS", "X_D_TAGS", "X_Z_D_TAGS",
-              "X_Z_U_STAR_TAGS"]
+CATEGORIES = [
+    "D_TAGS",
+    "Z_TAGS",
+    "X_TAGS",
+    "U_TAGS",
+    "Z_D_TAGS",
+    "X_Z_TAGS",
+    "X_D_TAGS",
+    "X_Z_D_TAGS",
+    "X_Z_U_STAR_TAGS",
+]
 
 
 def test_the_basic_profile_column_agrees_with_an_independent_transcription():

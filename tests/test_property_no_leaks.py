@@ -7,13 +7,13 @@ import gzip
 import string
 
 import pydicom
+from conftest import recipe_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from conftest import recipe_for
 from sendit_luigi.deidentify import Context, LeakCheck, pack_study, shift_date, uid_remapper
 from sendit_luigi.headers import extract_headers
 from sendit_luigi.workdir import Keyed
@@ -23,16 +23,37 @@ KEYED = Keyed(b"p" * 64)
 JITTER = -17
 
 TEXT_FIELDS = [
-    "PatientName", "ReferringPhysicianName", "OperatorsName", "PerformingPhysicianName", "ContentCreatorName",
-    "PersonName", "ScheduledPerformingPhysicianName", "OtherPatientNames", "PatientID", "OtherPatientIDs",
-    "IssuerOfPatientID", "PatientAddress", "InstitutionAddress", "InstitutionName", "PersonAddress",
-    "PatientComments", "ImageComments", "AdditionalPatientHistory", "StationName", "DeviceSerialNumber",
+    "PatientName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "ContentCreatorName",
+    "PersonName",
+    "ScheduledPerformingPhysicianName",
+    "OtherPatientNames",
+    "PatientID",
+    "OtherPatientIDs",
+    "IssuerOfPatientID",
+    "PatientAddress",
+    "InstitutionAddress",
+    "InstitutionName",
+    "PersonAddress",
+    "PatientComments",
+    "ImageComments",
+    "AdditionalPatientHistory",
+    "StationName",
+    "DeviceSerialNumber",
 ]
 SHORT_FIELDS = ["AccessionNumber", "StudyID", "RequestedProcedureID"]  # SH: 16 characters at most
 UID_FIELDS = ["ReferencedSOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"]
 DATE_FIELDS = ["StudyDate", "PatientBirthDate", "InstanceCreationDate", "ContentDate"]
-SEQUENCES = ["ReferencedStudySequence", "ProcedureCodeSequence", "RequestAttributesSequence",
-             "ReferencedSeriesSequence", "AnatomicRegionSequence"]
+SEQUENCES = [
+    "ReferencedStudySequence",
+    "ProcedureCodeSequence",
+    "RequestAttributesSequence",
+    "ReferencedSeriesSequence",
+    "AnatomicRegionSequence",
+]
 
 value = st.text(string.ascii_uppercase + string.digits, min_size=7, max_size=14).map(lambda s: "Q" + s)
 uid = st.lists(st.integers(1, 99999), min_size=3, max_size=8).map(lambda xs: "1.2.826.0.1." + ".".join(map(str, xs)))
@@ -73,8 +94,7 @@ def test_no_planted_value_survives(tmp_path_factory, plants):
     headers = extract_headers(folder, [], RECIPE.profile)
     shifted = {shift_date(d, JITTER, "DA") for d in headers["phi"] if len(d) == 8 and d.isdigit()}
     leak = LeakCheck(headers["phi"], allowed=shifted)
-    ctx = Context({"patient_id": "PCODE", "accession": "ACODE", "jitter": JITTER}, JITTER,
-                  uid_remapper(KEYED, "2.25."))
+    ctx = Context({"patient_id": "PCODE", "accession": "ACODE", "jitter": JITTER}, JITTER, uid_remapper(KEYED, "2.25."))
     result = pack_study(folder, [], headers["files"], RECIPE, ctx, leak, work / "out.tar.gz", work / "scratch", 1)
 
     assert result.packed == 1, result.files  # the recipe removed everything; the leak check passed

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import RECIPE, recipe_for
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from conftest import RECIPE, recipe_for
 from sendit_luigi.deidentify import Context, shift_date, uid_remapper
 from sendit_luigi.errors import RecipeError
 from sendit_luigi.workdir import Keyed
@@ -19,7 +18,9 @@ from sendit_luigi.workdir import Keyed
 
 def ctx(jitter: int = -10) -> Context:
     keyed = Keyed(b"k" * 64)
-    return Context({"patient_id": "PCODED", "accession": "ACODED", "jitter": jitter}, jitter, uid_remapper(keyed, "2.25."))
+    return Context(
+        {"patient_id": "PCODED", "accession": "ACODED", "jitter": jitter}, jitter, uid_remapper(keyed, "2.25.")
+    )
 
 
 def item(**values) -> Dataset:

@@ -1,4 +1,4 @@
-"""Scenario: the worker is killed with SIGKILL mid-run; a rerun finishes with exactly what an uninterrupted run gives."""
+"""Scenario: the worker is killed with SIGKILL mid-run; a rerun gives exactly what an uninterrupted run gives."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import Pipeline, make_study
 
 KILL_POINTS = {
@@ -21,8 +20,11 @@ KILL_POINTS = {
 
 
 def outputs(pipe: Pipeline) -> tuple[dict, list]:
-    objects = {str(p.relative_to(pipe.bucket)): p.read_bytes() for p in pipe.bucket.rglob("*") if p.is_file()
-               and p.name != "metadata.sqlite"}
+    objects = {
+        str(p.relative_to(pipe.bucket)): p.read_bytes()
+        for p in pipe.bucket.rglob("*")
+        if p.is_file() and p.name != "metadata.sqlite"
+    }
     volatile = ("UploadTime", "storage_download", "storage_metadataLink")
     rows = [{k: v for k, v in r.items() if k not in volatile} for r in pipe.rows()]
     return objects, rows
@@ -51,8 +53,14 @@ def test_a_rerun_after_sigkill_gives_byte_identical_outputs(reference, tmp_path,
     pipe.settings["sendit.input_folders"] = str(ref.input)
     pipe.work.mkdir()
     command = pipe.command(workers=workers)
-    process = subprocess.Popen(command, cwd=pipe.root, env=pipe.env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=pipe.root,
+        env=pipe.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while not KILL_POINTS[point](pipe.work) and process.poll() is None and time.time() < deadline:
         time.sleep(0.002)

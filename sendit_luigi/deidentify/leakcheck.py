@@ -80,8 +80,25 @@ def _texts(elem, vr: str) -> list[str]:
         low, high = BINARY_PATTERN_BYTES
         return [data.decode("latin-1")] if low <= len(data) <= high and data.strip(b"\0 ") else []
     if isinstance(value, bytes):
-        if vr not in ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
-                      "UR", "UT"):
+        if vr not in (
+            "AE",
+            "AS",
+            "CS",
+            "DA",
+            "DS",
+            "DT",
+            "IS",
+            "LO",
+            "LT",
+            "PN",
+            "SH",
+            "ST",
+            "TM",
+            "UC",
+            "UI",
+            "UR",
+            "UT",
+        ):
             return []  # a binary number: too short to search for without matching by chance
         parts = value.decode("latin-1").split("\\")
     elif isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -141,8 +158,11 @@ class LeakCheck:
         regions = [(0, len(buf), self._all, self.patterns)]
         if pixel is not None:
             start, end = pixel
-            regions = [(0, start, self._all, self.patterns), (start, end, self._long, self.long_patterns),
-                       (end, len(buf), self._all, self.patterns)]
+            regions = [
+                (0, start, self._all, self.patterns),
+                (start, end, self._long, self.long_patterns),
+                (end, len(buf), self._all, self.patterns),
+            ]
         found: set[bytes] = set()
         for start, end, automaton, patterns in regions:
             if automaton is None or end <= start:
@@ -160,8 +180,11 @@ class LeakCheck:
             text = self._extra.clean(text)
         if self._text is None or not text:
             return text
-        spans = [(a, b) for index, a, b in self._text.find_matches_as_indexes(text, overlapping=True)
-                 if _is_text_token(text, a, b)]
+        spans = [
+            (a, b)
+            for index, a, b in self._text.find_matches_as_indexes(text, overlapping=True)
+            if _is_text_token(text, a, b)
+        ]
         if not spans:
             return text
         keep = [True] * len(text)

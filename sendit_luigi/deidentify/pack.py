@@ -29,7 +29,6 @@ from .pixels import check_pixel_data
 from .recipe import Context, Recipe
 from .summary import SharedHeader
 
-
 WORK_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
@@ -90,47 +89,55 @@ def pack_study(
     names: list[str] = []
     shared = SharedHeader()
     try:
-        with atomic_writer(tarball, verify=lambda tmp: verify_tarball(tmp, names)) as raw:
-            with IGzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compress_level) as gz:
-                with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    for entry in files:
-                        record = {"file": entry["index"]}
-                        records.append(record)
-                        written = None
-                        try:
-                            written, ds = _one_file(folder / entry["path"], roots, entry, recipe, ctx, leak, scratch)
-                            if written.name in names:
-                                raise FileProblem("another file in this batch has the same SOPInstanceUID; skipped")
-                        except (InputChanged, RecipeError):
-                            raise
-                        except OSError as exc:
-                            if exc.errno in WORK_DISK_ERRORS:
-                                raise  # the work disk, not this file: the whole tarball fails
-                            record["error"] = file_error(exc)
-                        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this file's error
-                            record["error"] = file_error(exc)
-                        if "error" not in record and written is not None:
-                            _add(tar, written)  # outside the per-file handling: a write error fails the tarball
-                            names.append(written.name)
-                            series.add(str(ds.SeriesInstanceUID))
-                            shared.add(ds)
-                            record["output"], record["size_out"] = written.name, written.size
-                            if written.cleaned:
-                                record["pixels_cleaned"] = True
-                        if progress is not None:
-                            progress(len(records), len(files), sum("error" in r for r in records))
+        with (
+            atomic_writer(tarball, verify=lambda tmp: verify_tarball(tmp, names)) as raw,
+            IGzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compress_level) as gz,
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for entry in files:
+                record = {"file": entry["index"]}
+                records.append(record)
+                written = None
+                try:
+                    written, ds = _one_file(folder / entry["path"], roots, entry, recipe, ctx, leak, scratch)
+                    if written.name in names:
+                        raise FileProblem("another file in this batch has the same SOPInstanceUID; skipped")
+                except (InputChanged, RecipeError):
+                    raise
+                except OSError as exc:
+                    if exc.errno in WORK_DISK_ERRORS:
+                        raise  # the work disk, not this file: the whole tarball fails
+                    record["error"] = file_error(exc)
+                except Exception as exc:  # noqa: BLE001 - whatever it is, it is this file's error
+                    record["error"] = file_error(exc)
+                if "error" not in record and written is not None:
+                    _add(tar, written)  # outside the per-file handling: a write error fails the tarball
+                    names.append(written.name)
+                    series.add(str(ds.SeriesInstanceUID))
+                    shared.add(ds)
+                    record["output"], record["size_out"] = written.name, written.size
+                    if written.cleaned:
+                        record["pixels_cleaned"] = True
+                if progress is not None:
+                    progress(len(records), len(files), sum("error" in r for r in records))
             if not names:
                 raise _NothingPacked
     except _NothingPacked:
         pass
     finally:
         scratch.unlink(missing_ok=True)
-    return PackResult(files=records, packed=len(names), series=series, header=shared.summary or {},
-                      bytes_out=tarball.stat().st_size if names else 0)
+    return PackResult(
+        files=records,
+        packed=len(names),
+        series=series,
+        header=shared.summary or {},
+        bytes_out=tarball.stat().st_size if names else 0,
+    )
 
 
-def _one_file(path: Path, roots: list[Path], entry: dict, recipe: Recipe, ctx: Context, leak: LeakCheck,
-              scratch: Path) -> tuple[_Written, Dataset]:
+def _one_file(
+    path: Path, roots: list[Path], entry: dict, recipe: Recipe, ctx: Context, leak: LeakCheck, scratch: Path
+) -> tuple[_Written, Dataset]:
     """Read, check, de-identify, write and leak-check one file; raise on any problem."""
     data, fingerprint = open_input(path, roots)
     expected = entry.get("fingerprint") or {}
@@ -186,7 +193,11 @@ def verify_tarball(path: Path, names: list[str]) -> None:
     """Read the whole tarball back (every byte, the gzip checksum); raise unless it holds exactly ``names``."""
     seen = []
     try:
-        with open(path, "rb") as raw, IGzipFile(fileobj=raw, mode="rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+        with (
+            open(path, "rb") as raw,
+            IGzipFile(fileobj=raw, mode="rb") as gz,
+            tarfile.open(fileobj=gz, mode="r|") as tar,
+        ):
             for member in tar:
                 seen.append(member.name)
                 fh = tar.extractfile(member)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
@@ -51,8 +51,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.sr.codedict import codes
 
 
-
-class Op(str, Enum):
+class Op(StrEnum):
     REMOVE = "remove"
     BLANK = "blank"
     DUMMY = "dummy"
@@ -80,11 +79,19 @@ OPTION_CODES = {
     "clean_pixel_data": "CleanPixelDataOption",
 }
 # Options this project carries out. The others are refused when turned on (the profile's action applies).
-SUPPORTED = frozenset({
-    "retain_uids", "retain_device_identity", "retain_institution_identity", "retain_patient_characteristics",
-    "retain_longitudinal_full_dates", "retain_longitudinal_modified_dates", "clean_descriptors",
-    "retain_safe_private", "clean_pixel_data",
-})
+SUPPORTED = frozenset(
+    {
+        "retain_uids",
+        "retain_device_identity",
+        "retain_institution_identity",
+        "retain_patient_characteristics",
+        "retain_longitudinal_full_dates",
+        "retain_longitudinal_modified_dates",
+        "clean_descriptors",
+        "retain_safe_private",
+        "clean_pixel_data",
+    }
+)
 PER_FILE = ("clean_pixel_data",)  # declared only in the files it changed (see clean_pixels_code)
 DATE_OPTIONS = ("retain_longitudinal_modified_dates",)
 DATE_VRS = ("DA", "DT")
@@ -130,10 +137,14 @@ class Profile:
             raise ProfileError(f"unknown profile option(s): {', '.join(unknown)}")
         unsupported = sorted(self.options - SUPPORTED)
         if unsupported:
-            raise ProfileError(f"profile option(s) not carried out by this version: {', '.join(unsupported)}; "
-                               "turn them off and the profile's action applies")
+            raise ProfileError(
+                f"profile option(s) not carried out by this version: {', '.join(unsupported)}; "
+                "turn them off and the profile's action applies"
+            )
         if {"retain_longitudinal_full_dates", "retain_longitudinal_modified_dates"} <= self.options:
-            raise ProfileError("retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other")
+            raise ProfileError(
+                "retain_longitudinal_full_dates and retain_longitudinal_modified_dates exclude each other"
+            )
         rows: dict[int, Row] = {}
         masks: list[Row] = []
         for raw in data["rules"]:
@@ -206,8 +217,7 @@ class Profile:
         if key not in cache:
             row = self.row(tag) if vr != "SQ" and vr not in TIME_VRS else None
             # no row: not in the table; a time of day alone names no one, and stands in kept attributes too
-            cache[key] = (row is not None and "clean_descriptors" not in row.options
-                          and self.op(tag, vr) is not Op.KEEP)
+            cache[key] = row is not None and "clean_descriptors" not in row.options and self.op(tag, vr) is not Op.KEEP
         return cache[key]
 
     # -- saying what was done -------------------------------------------------
@@ -240,8 +250,11 @@ class Profile:
     @cached_property
     def fingerprint(self) -> bytes:
         """The table's bytes and the options: part of the recipe hash."""
-        parts = [self.table_path.read_bytes(), ",".join(sorted(self.options)).encode(),
-                 ",".join(sorted(self.clean_keywords)).encode()]
+        parts = [
+            self.table_path.read_bytes(),
+            ",".join(sorted(self.options)).encode(),
+            ",".join(sorted(self.clean_keywords)).encode(),
+        ]
         return hashlib.sha256(b"\0".join(parts)).digest()
 
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from deid.config import DeidRecipe
 from deid.dicom import fields as deid_fields
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_sequence
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import (
@@ -66,7 +66,12 @@ PROGRAM_VERSION_NAME = "SENDIT_LUIGI_1"
 # The profile's D (dummy) value for each VR; UIDs get a consistent replacement, sequences are emptied.
 DUMMIES: dict[str, object] = {
     **dict.fromkeys(("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"), "ANONYMIZED"),
-    "AS": "000D", "DA": "19000101", "DT": "19000101000000", "TM": "000000", "DS": "0", "IS": "0",
+    "AS": "000D",
+    "DA": "19000101",
+    "DT": "19000101000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
     "UR": "urn:anonymized",
     **dict.fromkeys(("FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"), 0),
     **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW", "UN"), b"\0\0"),
@@ -224,8 +229,10 @@ class Recipe:
             if uid in chosen:
                 _rank, name, value = chosen[uid]
                 if name == "KEEP" and op is not Op.KEEP:
-                    raise RecipeError(f"the recipe keeps {fld.element.keyword or tag}, which the profile says to "
-                                      f"{op.value}; turn on a profile option in [deid] instead")
+                    raise RecipeError(
+                        f"the recipe keeps {fld.element.keyword or tag}, which the profile says to "
+                        f"{op.value}; turn on a profile option in [deid] instead"
+                    )
                 if name != "KEEP":
                     steps.append((path, name, value))
                     if name in ("REMOVE", "BLANK"):
@@ -307,8 +314,9 @@ class Recipe:
         if syntax.is_little_endian:
             implicit = syntax.is_implicit_VR
             value = self._encoded_codes(extra_codes, implicit)
-            ds._dict[METHOD_CODES] = RawDataElement(METHOD_CODES, None if implicit else "SQ", len(value), value, 0,
-                                                    implicit, True)
+            ds._dict[METHOD_CODES] = RawDataElement(
+                METHOD_CODES, None if implicit else "SQ", len(value), value, 0, implicit, True
+            )
         else:
             ds.DeidentificationMethodCodeSequence = self._codes(extra_codes)
 

@@ -18,6 +18,7 @@ from ..errors import FileProblem
 
 MAX_DEPTH = 32  # real objects rarely nest ten levels (SR content trees included)
 
+
 def element_vr(raw) -> str:
     """An element's VR without decoding its value (implicit-VR files: the dictionary's)."""
     if raw.VR:

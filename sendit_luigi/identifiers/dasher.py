@@ -73,8 +73,11 @@ def build_requests(requests_: list[StudyRequest]) -> tuple[list[dict], dict[str,
                 "id_timestamp": timestamp(req.birth_date, "PatientBirthDate"),
                 "custom_fields": [],
             }
-            item = {"id": item_id(req.accession), "id_source": ITEM_SOURCE,
-                    "id_timestamp": timestamp(req.study_date, "StudyDate")}
+            item = {
+                "id": item_id(req.accession),
+                "id_source": ITEM_SOURCE,
+                "id_timestamp": timestamp(req.study_date, "StudyDate"),
+            }
         except BatchError as exc:
             errors[req.key] = exc
             continue
@@ -165,15 +168,17 @@ class Backend:
                 reply = client.deidentify(body, cfg.study)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 if last:
-                    raise BatchError(f"DASHER did not answer ({type(exc).__name__}) after {attempt + 1} attempts",
-                                     retryable=True) from None
+                    raise BatchError(
+                        f"DASHER did not answer ({type(exc).__name__}) after {attempt + 1} attempts", retryable=True
+                    ) from None
             else:
                 if isinstance(reply, dict):
                     return reply
                 status = reply.status_code
                 if status == 401:
-                    raise BatchError("DASHER refused the credentials (HTTP 401) even after refreshing the token",
-                                     retryable=True)
+                    raise BatchError(
+                        "DASHER refused the credentials (HTTP 401) even after refreshing the token", retryable=True
+                    )
                 if status < 500 or last:
                     raise BatchError(f"DASHER answered HTTP {status} after {attempt + 1} attempts", retryable=True)
             time.sleep(wait)

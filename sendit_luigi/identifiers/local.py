@@ -64,9 +64,7 @@ class Vault:
     def patient(self, original_id: str) -> tuple[str, int]:
         coded = self.keyed.code("patient", original_id, "P")
         jitter = jitter_from(self.keyed.number("jitter", original_id), self.max_jitter_days)
-        self.db.execute(
-            "INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", (original_id, coded, jitter, time.time())
-        )
+        self.db.execute("INSERT OR IGNORE INTO patients VALUES (?, ?, ?, ?)", (original_id, coded, jitter, time.time()))
         row = self.db.execute(
             "SELECT coded_id, jitter_days FROM patients WHERE original_id = ?", (original_id,)
         ).fetchone()

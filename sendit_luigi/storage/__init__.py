@@ -63,8 +63,12 @@ def object_name(result: dict) -> str:
 def metadata_row(result: dict, placed: dict) -> dict:
     """The study's metadata row as both tables take it: the row from ``result.json``, the addresses of
     its uploaded tarball, and the shared header as a JSON string (``UploadTime`` is the backend's)."""
-    return {**result["row"], "storage_download": placed["download"], "storage_metadataLink": placed["link"],
-            "DicomHeader": json.dumps(result["row"].get("DicomHeader", {}), sort_keys=True)}
+    return {
+        **result["row"],
+        "storage_download": placed["download"],
+        "storage_metadataLink": placed["link"],
+        "DicomHeader": json.dumps(result["row"].get("DicomHeader", {}), sort_keys=True),
+    }
 
 
 def get_store():

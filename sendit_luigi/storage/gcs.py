@@ -42,26 +42,26 @@ RESUMABLE_ABOVE = 8 * 1024 * 1024  # bytes; larger tarballs go up in resumable c
 
 def schema():
     """The typed BigQuery schema of the metadata table (sendit's `dicom` columns, plus counts)."""
-    F = bigquery.SchemaField
+    field = bigquery.SchemaField
 
     return [
-        F("storage_download", "STRING", description="gs:// address of the study tarball"),
-        F("storage_metadataLink", "STRING", description="GCS API link of the object"),
-        F("CodedAccessionNumberID", "STRING", mode="REQUIRED"),
-        F("CodedPatientID", "STRING", mode="REQUIRED"),
-        F("StudyDate", "STRING", description="shifted study date, YYYYMMDD"),
-        F("ContentType", "STRING"),
-        F("PatientSex", "STRING"),
-        F("PatientAge", "STRING"),
-        F("Modality", "STRING"),
-        F("StudyDescription", "STRING"),
-        F("DicomHeader", "JSON", description="de-identified header fields shared by every file of the study"),
-        F("ImageCount", "INTEGER"),
-        F("SeriesCount", "INTEGER"),
-        F("SizeBytes", "INTEGER"),
-        F("BatchKey", "STRING"),
-        F("IdentifiersBackend", "STRING"),
-        F("UploadTime", "TIMESTAMP"),
+        field("storage_download", "STRING", description="gs:// address of the study tarball"),
+        field("storage_metadataLink", "STRING", description="GCS API link of the object"),
+        field("CodedAccessionNumberID", "STRING", mode="REQUIRED"),
+        field("CodedPatientID", "STRING", mode="REQUIRED"),
+        field("StudyDate", "STRING", description="shifted study date, YYYYMMDD"),
+        field("ContentType", "STRING"),
+        field("PatientSex", "STRING"),
+        field("PatientAge", "STRING"),
+        field("Modality", "STRING"),
+        field("StudyDescription", "STRING"),
+        field("DicomHeader", "JSON", description="de-identified header fields shared by every file of the study"),
+        field("ImageCount", "INTEGER"),
+        field("SeriesCount", "INTEGER"),
+        field("SizeBytes", "INTEGER"),
+        field("BatchKey", "STRING"),
+        field("IdentifiersBackend", "STRING"),
+        field("UploadTime", "TIMESTAMP"),
     ]
 
 
@@ -106,11 +106,15 @@ class Store:
         try:
             yield
         except exceptions.Forbidden as exc:
-            raise BatchError(f"permission denied by Google Cloud ({exc.code}); check the credentials' roles "
-                             f"on [storage] bucket / dataset") from None
+            raise BatchError(
+                f"permission denied by Google Cloud ({exc.code}); check the credentials' roles "
+                f"on [storage] bucket / dataset"
+            ) from None
         except exceptions.NotFound as exc:
-            raise BatchError(f"not found ({exc.code}): does [storage] bucket = {self.cfg.bucket} exist "
-                             f"in [storage] project = {self.cfg.project}?") from None
+            raise BatchError(
+                f"not found ({exc.code}): does [storage] bucket = {self.cfg.bucket} exist "
+                f"in [storage] project = {self.cfg.project}?"
+            ) from None
 
     # -- objects ------------------------------------------------------------
 
@@ -128,9 +132,16 @@ class Store:
             blob = self._upload(tarball, name)
             if old is not None and old.name != name:
                 old.delete(if_generation_match=old.generation, retry=self.retry)
-        return {"object": name, "md5": blob.md5_hash, "crc32c": blob.crc32c, "generation": blob.generation,
-                "bytes": blob.size, "backend": "gcs", "download": f"gs://{self.cfg.bucket}/{name}",
-                "link": blob.self_link or ""}
+        return {
+            "object": name,
+            "md5": blob.md5_hash,
+            "crc32c": blob.crc32c,
+            "generation": blob.generation,
+            "bytes": blob.size,
+            "backend": "gcs",
+            "download": f"gs://{self.cfg.bucket}/{name}",
+            "link": blob.self_link or "",
+        }
 
     def _replaceable(self, replaces: dict | None):
         """The object ``replaces`` names, if it is still there with the bytes recorded."""
@@ -156,8 +167,9 @@ class Store:
             pass  # already there: from an earlier, interrupted run, or a different study
         blob.reload(retry=self.retry)
         if blob.md5_hash != local_md5:
-            raise BatchError(f"{name.rsplit('/', 1)[-1]} already exists in the bucket with different bytes; "
-                             "not overwritten")
+            raise BatchError(
+                f"{name.rsplit('/', 1)[-1]} already exists in the bucket with different bytes; not overwritten"
+            )
         if blob.size != size:
             raise BatchError("the uploaded object's size differs from the tarball's; not marked uploaded")
         return blob
@@ -194,11 +206,12 @@ class Store:
         with self.explained():
             self.ensure_table()
             there = self.existing([r["CodedAccessionNumberID"] for r in rows])
-            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            now = dt.datetime.now(dt.UTC).isoformat()
             new = [dict(r, UploadTime=now) for r in rows if r["CodedAccessionNumberID"] not in there]
             if not new:
                 return
-            errors = self.bq.insert_rows_json(self.table_id, new, row_ids=[r["CodedAccessionNumberID"] for r in new],
-                                              retry=self.bq_retry)
+            errors = self.bq.insert_rows_json(
+                self.table_id, new, row_ids=[r["CodedAccessionNumberID"] for r in new], retry=self.bq_retry
+            )
         if errors:
             raise BatchError(f"BigQuery refused {len(errors)} of {len(new)} metadata rows: {errors[0].get('errors')}")

@@ -34,15 +34,19 @@ class Store:
         name = object_name(result)
         target = self.root / name
         old = self.root / replaces["object"] if replaces else None
-        if old is not None and old.exists() and md5_of(old) == replaces["md5"]:
-            if replaces["object"] == name:
-                old.unlink()  # the reprocessed study's earlier tarball: the new one takes its place
+        if old is not None and replaces["object"] == name and old.exists() and md5_of(old) == replaces["md5"]:
+            old.unlink()  # the reprocessed study's earlier tarball: the new one takes its place
         md5 = self.copy_object(tarball, target)
         if old is not None and replaces["object"] != name and old.exists() and md5_of(old) == replaces["md5"]:
             old.unlink()
-        return {"object": name, "md5": md5, "bytes": tarball.stat().st_size, "backend": "local",
-                "download": target.as_uri(),
-                "link": f"{self.table.as_uri()}#dicom/{result['row']['CodedAccessionNumberID']}"}
+        return {
+            "object": name,
+            "md5": md5,
+            "bytes": tarball.stat().st_size,
+            "backend": "local",
+            "download": target.as_uri(),
+            "link": f"{self.table.as_uri()}#dicom/{result['row']['CodedAccessionNumberID']}",
+        }
 
     @staticmethod
     def copy_object(source: Path, target: Path) -> str:
@@ -61,7 +65,9 @@ class Store:
             os.link(tmp, target)  # fails if another writer got there first
         except FileExistsError:
             if md5_of(target) != md5:
-                raise BatchError(f"{target.name} already exists in storage with different bytes; not overwritten")
+                raise BatchError(
+                    f"{target.name} already exists in storage with different bytes; not overwritten"
+                ) from None
         finally:
             tmp.unlink(missing_ok=True)
         return md5
@@ -74,8 +80,9 @@ class Store:
         db = sqlite3.connect(self.table, timeout=120)
         try:
             with db:  # one transaction: all of these rows or none
-                db.execute(f"CREATE TABLE IF NOT EXISTS dicom ({', '.join(COLUMNS)}, "
-                           "PRIMARY KEY (CodedAccessionNumberID))")
+                db.execute(
+                    f"CREATE TABLE IF NOT EXISTS dicom ({', '.join(COLUMNS)}, PRIMARY KEY (CodedAccessionNumberID))"
+                )
                 db.executemany(
                     f"INSERT OR IGNORE INTO dicom ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                     values,
