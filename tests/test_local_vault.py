@@ -45,3 +45,25 @@ def test_the_secret_and_table_are_private(tmp_path):
     for name in ("secret.key", "v.sqlite"):
         assert (tmp_path / "s" / name).stat().st_mode & 0o077 == 0
     assert (tmp_path / "s").stat().st_mode & 0o077 == 0
+
+
+def _open_and_use(path: str) -> str:
+    from pathlib import Path
+
+    vault = Vault(Path(path), Keyed(b"c" * 64), 30)
+    try:
+        return vault.patient("MRN1")[0]
+    finally:
+        vault.close()
+
+
+def test_several_processes_opening_a_new_vault_at_once_all_succeed(tmp_path):
+    """Seen in CI: 'database is locked' from PRAGMA journal_mode=WAL when workers open a new vault together."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(6) as pool:
+        for trial in range(25):
+            path = str(tmp_path / f"v{trial}.sqlite")
+            codes = pool.map(_open_and_use, [path] * 6)
+            assert len(set(codes)) == 1
