@@ -10,6 +10,7 @@ directory (mode 0600).
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import time
 from pathlib import Path
@@ -51,12 +52,16 @@ class Vault:
         self.path = path
         self.keyed = keyed
         self.max_jitter_days = max_jitter_days
-        fresh = not path.exists()
-        self.db = sqlite3.connect(path, timeout=120, isolation_level=None)
-        if fresh:
-            path.chmod(0o600)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        # Switching a new database to WAL needs it to itself: workers that open a new vault at
+        # once take turns here (an flock on a file beside it), instead of failing with "locked".
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fresh = not path.exists()
+            self.db = sqlite3.connect(path, timeout=120, isolation_level=None)
+            if fresh:
+                path.chmod(0o600)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
 
     def close(self) -> None:
         self.db.close()
