@@ -6,8 +6,8 @@ import configparser
 import inspect
 
 import luigi
-
 from conftest import REPO
+
 from sendit_luigi import config
 
 

@@ -237,3 +237,37 @@ def test_transient_errors_are_retried_with_backoff(gcs_pipe, status):
     assert run.code == 0, run.output
     assert proxy.failed == 2 and proxy.seen > 2
     assert len(c.blobs()) == 1 and len(c.rows()) == 1
+
+
+def test_a_bigquery_outage_mid_upload_ends_within_the_retry_bound(gcs_pipe, configured):
+    """Seen: google-cloud-bigquery retried the query job on its own (job_retry) for 10-40 minutes."""
+    import threading
+
+    import luigi.configuration
+
+    from sendit_luigi import config
+    from sendit_luigi.storage.gcs import Store
+
+    pipe, c = gcs_pipe
+    proxy = FaultyProxy(c.bq_emulator.endpoint)
+    pipe.settings["storage.bigquery_endpoint"] = proxy.endpoint
+    pipe.write_cfg()
+    luigi.configuration.LuigiConfigParser._instance = None
+    config.reset()
+    store = Store()
+    store.ensure_table()
+    proxy.faults = 10**9  # from now on every request gets a 503: BigQuery is down
+    outcome: dict = {}
+
+    def call():
+        try:
+            store.existing(["A1"])
+        except Exception as exc:  # noqa: BLE001 - what it raises is what the test looks at
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(90)  # [storage] retry_seconds = 3: a bounded call has long given up by then
+    proxy.close()
+    assert not worker.is_alive(), "still retrying 90 s after BigQuery went down"
+    assert "error" in outcome

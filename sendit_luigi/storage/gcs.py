@@ -97,6 +97,9 @@ class Store:
         delay = {"initial": cfg.backoff, "multiplier": 2.0, "maximum": max(cfg.backoff * 16, 1.0)}
         self.retry = GCS_RETRY.with_delay(**delay).with_timeout(cfg.retry_seconds)
         self.bq_retry = BQ_RETRY.with_delay(**delay).with_timeout(cfg.retry_seconds)
+        # No request may wait longer than the whole budget (a connection that stalls without closing),
+        # and BigQuery's own job retry is off: every call ends within about twice [storage] retry_seconds.
+        self.timeout = cfg.retry_seconds
         self.table_id = f"{cfg.project}.{cfg.dataset_name()}.{cfg.table}"
         self._table_ready = False
 
@@ -128,10 +131,10 @@ class Store:
         with self.explained():
             old = self._replaceable(replaces)
             if old is not None and old.name == name:
-                old.delete(if_generation_match=old.generation, retry=self.retry)
+                old.delete(if_generation_match=old.generation, retry=self.retry, timeout=self.timeout)
             blob = self._upload(tarball, name)
             if old is not None and old.name != name:
-                old.delete(if_generation_match=old.generation, retry=self.retry)
+                old.delete(if_generation_match=old.generation, retry=self.retry, timeout=self.timeout)
         return {
             "object": name,
             "md5": blob.md5_hash,
@@ -147,7 +150,7 @@ class Store:
         """The object ``replaces`` names, if it is still there with the bytes recorded."""
         if not replaces:
             return None
-        blob = self.gcs.bucket(self.cfg.bucket).get_blob(replaces["object"], retry=self.retry)
+        blob = self.gcs.bucket(self.cfg.bucket).get_blob(replaces["object"], retry=self.retry, timeout=self.timeout)
         return blob if blob is not None and blob.md5_hash == replaces["md5"] else None
 
     def _upload(self, tarball: Path, name: str):
@@ -162,10 +165,11 @@ class Store:
                 if_generation_match=0,
                 checksum="md5",
                 retry=self.retry,
+                timeout=self.timeout,
             )
         except exceptions.PreconditionFailed:
             pass  # already there: from an earlier, interrupted run, or a different study
-        blob.reload(retry=self.retry)
+        blob.reload(retry=self.retry, timeout=self.timeout)
         if blob.md5_hash != local_md5:
             raise BatchError(
                 f"{name.rsplit('/', 1)[-1]} already exists in the bucket with different bytes; not overwritten"
@@ -182,8 +186,10 @@ class Store:
             return
         dataset = bigquery.Dataset(f"{self.cfg.project}.{self.cfg.dataset_name()}")
         dataset.location = self.cfg.location
-        self.bq.create_dataset(dataset, exists_ok=True, retry=self.bq_retry)
-        self.bq.create_table(bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.bq_retry)
+        self.bq.create_dataset(dataset, exists_ok=True, retry=self.bq_retry, timeout=self.timeout)
+        self.bq.create_table(
+            bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.bq_retry, timeout=self.timeout
+        )
         self._table_ready = True
 
     def existing(self, accessions: list[str]) -> set[str]:
@@ -194,8 +200,11 @@ class Store:
                 query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", accessions)]
             ),
             retry=self.bq_retry,
+            job_retry=None,  # else the client retries the job by itself for up to 600 s, unbounded by ours
+            timeout=self.timeout,
         )
-        return {r["CodedAccessionNumberID"] for r in job.result(retry=self.bq_retry)}
+        rows = job.result(retry=self.bq_retry, job_retry=None, timeout=self.cfg.retry_seconds)
+        return {r["CodedAccessionNumberID"] for r in rows}
 
     def insert_rows(self, rows: list[dict]) -> None:
         """Insert the rows whose coded accession is not in the table yet, in one streaming insert.
@@ -211,7 +220,11 @@ class Store:
             if not new:
                 return
             errors = self.bq.insert_rows_json(
-                self.table_id, new, row_ids=[r["CodedAccessionNumberID"] for r in new], retry=self.bq_retry
+                self.table_id,
+                new,
+                row_ids=[r["CodedAccessionNumberID"] for r in new],
+                retry=self.bq_retry,
+                timeout=self.timeout,
             )
         if errors:
             raise BatchError(f"BigQuery refused {len(errors)} of {len(new)} metadata rows: {errors[0].get('errors')}")
