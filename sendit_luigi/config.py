@@ -217,6 +217,11 @@ class storage(Section):  # noqa: N801
         default="bucket",
         description="local backend: a folder laid out like the bucket, plus metadata.sqlite.",
     )
+    local_mode = luigi.Parameter(
+        default="700",
+        description="local backend: the bucket's folder permissions (octal; files get them without execute). "
+        "700: only the owner reads the studies and the table; 755: every local user can.",
+    )
     collection = luigi.Parameter(
         default="sendit",
         description="The IRB/study id: Collection/<collection>/... in object names (and the BigQuery dataset).",
@@ -240,6 +245,18 @@ class storage(Section):  # noqa: N801
     )
     retry_seconds = luigi.FloatParameter(default=120.0, description="gcs: give up retrying a call after this long.")
     backoff = luigi.FloatParameter(default=1.0, description="gcs: first wait between retries; doubles each time.")
+
+    def local_modes(self) -> tuple[int, int]:
+        """The local bucket's folder mode and file mode (the folder mode without execute bits)."""
+        try:
+            folders = int(self.local_mode, 8)
+        except ValueError:
+            raise ValueError(
+                f"[storage] local_mode must be octal permissions such as 700, not {self.local_mode!r}"
+            ) from None
+        if not 0o700 <= folders <= 0o777 or folders & 0o700 != 0o700:
+            raise ValueError("[storage] local_mode must leave the owner all rights (700 to 777)")
+        return folders, folders & 0o666
 
     def local_path(self) -> Path:
         return Path(self.local_root).expanduser().absolute()

@@ -23,12 +23,26 @@ def md5_of(path: Path) -> str:
     return md5_digest(path).hex()
 
 
+def check_settings(cfg: config.storage) -> None:
+    """Refuse an unusable ``local_mode`` before any work."""
+    cfg.local_modes()
+
+
 class Store:
     """``[storage] backend = local``."""
 
     def __init__(self) -> None:
-        self.root = config.storage.get().local_path()
+        cfg = config.storage.get()
+        self.root = cfg.local_path()
         self.table = self.root / "metadata.sqlite"
+        self.dir_mode, self.file_mode = cfg.local_modes()
+
+    def _folder(self, path: Path) -> None:
+        """Create ``path`` and its parents up to the bucket's root with the bucket's folder mode."""
+        missing = [p for p in (path, *path.parents) if not p.exists() and (p == self.root or self.root in p.parents)]
+        for folder in reversed(missing):
+            folder.mkdir(exist_ok=True)
+            os.chmod(folder, self.dir_mode)  # mkdir's mode is cut by the umask; the setting is not
 
     def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
         name = object_name(result)
@@ -48,19 +62,19 @@ class Store:
             "link": f"{self.table.as_uri()}#dicom/{result['row']['CodedAccessionNumberID']}",
         }
 
-    @staticmethod
-    def copy_object(source: Path, target: Path) -> str:
+    def copy_object(self, source: Path, target: Path) -> str:
         """Copy ``source`` to ``target`` atomically; never replace different bytes."""
         md5 = md5_of(source)
         if target.exists():
             if md5_of(target) == md5:
                 return md5
             raise BatchError(f"{target.name} already exists in storage with different bytes; not overwritten")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(target.parent)
         # One name per object: only one worker uploads a batch at a time, and a copy
         # left by a killed run is simply overwritten by the next attempt.
         tmp = target.with_name(f".{target.name}.part")
         shutil.copyfile(source, tmp)
+        os.chmod(tmp, self.file_mode)
         try:
             os.link(tmp, target)  # fails if another writer got there first
         except FileExistsError:
@@ -76,8 +90,11 @@ class Store:
         """Insert rows keyed by the coded accession, in one transaction; a row already there is kept."""
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         values = [[dict(row, UploadTime=now).get(c, "") for c in COLUMNS] for row in rows]
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._folder(self.root)
+        fresh = not self.table.exists()
         db = sqlite3.connect(self.table, timeout=120)
+        if fresh:
+            os.chmod(self.table, self.file_mode)
         try:
             with db:  # one transaction: all of these rows or none
                 db.execute(
