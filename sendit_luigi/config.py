@@ -11,10 +11,13 @@ which is how Luigi maps a section to a ``Config`` class.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 
 import luigi
+import luigi.configuration
 
 
 class Section(luigi.Config):
@@ -276,3 +279,76 @@ class upload(Section):  # noqa: N801
         default=100,
         description="Metadata rows sent in one insert (one BigQuery lookup and one streaming insert per this many).",
     )
+
+
+# -- checking the settings before any work ------------------------------------------------
+
+
+class SettingsError(ValueError):
+    """A setting is misspelt, out of range or unsafe; the message names it and what to do."""
+
+
+RANGES = {  # (section, key): (lowest, highest or None)
+    ("sendit", "group_size"): (1, None),
+    ("sendit", "compress_level"): (0, 3),
+    ("sendit", "min_free_gb"): (0, None),
+    ("identifiers", "max_jitter_days"): (1, 3650),
+    ("dasher", "timeout"): (1, None),
+    ("dasher", "retries"): (0, 100),
+    ("storage", "retry_seconds"): (1, None),
+    ("upload", "workers"): (1, None),
+    ("upload", "rows_per_request"): (1, 10000),
+}
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def sections() -> dict[str, type[Section]]:
+    """This project's ``luigi.cfg`` sections and their classes."""
+    return {
+        name: cls
+        for name, cls in globals().items()
+        if isinstance(cls, type) and issubclass(cls, Section) and cls is not Section
+    }
+
+
+def validate() -> None:
+    """Raise ``SettingsError`` for the first setting that would make a run wrong or unsafe.
+
+    Misspelt sections and keys (they would silently fall back to defaults), values
+    out of range, a collection name that is not one path segment, and a work
+    folder or local bucket inside an input folder (the next run would read the
+    pipeline's own files, which hold PHI, as a batch).
+    """
+    parser = luigi.configuration.get_config()
+    ours = sections()
+    for section in parser.sections():
+        if section not in ours:
+            near = difflib.get_close_matches(section, ours, n=1, cutoff=0.75)
+            if near:
+                raise SettingsError(f"luigi.cfg has a section [{section}]; did you mean [{near[0]}]?")
+            continue
+        known = [name for name, _ in ours[section].get_params()]
+        for key in parser[section]:
+            if key not in known and key not in parser.defaults():
+                near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                hint = f"; did you mean {near[0]}?" if near else f"; known: {', '.join(known)}"
+                raise SettingsError(f"[{section}] {key} is not a setting{hint}")
+    for (section, key), (low, high) in RANGES.items():
+        value = getattr(ours[section].get(), key)
+        if value < low or (high is not None and value > high):
+            raise SettingsError(f"[{section}] {key} = {value} is out of range ({low} to {high or 'any'})")
+    cfg = sendit.get()
+    name = storage.get().collection
+    if not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise SettingsError("[storage] collection must be one name of letters, digits, '.', '_' or '-'")
+    inputs = cfg.input_roots()
+    places = {"[sendit] work_dir": Path(os.path.realpath(cfg.work_path()))}
+    if storage.get().backend == "local":
+        places["[storage] local_root"] = Path(os.path.realpath(storage.get().local_path()))
+    for label, place in places.items():
+        for root in inputs:
+            if place == root or root in place.parents or place in root.parents:
+                raise SettingsError(
+                    f"{label} and an input folder ([sendit] input_folders) overlap; "
+                    "keep the pipeline's own files outside the input folders"
+                )

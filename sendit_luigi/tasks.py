@@ -304,11 +304,12 @@ class ProcessAll(Reported, luigi.WrapperTask):
 def prepare_run() -> None:
     """Check what can be checked before any work, and load what every task needs.
 
-    A missing storage setting or a broken recipe stops the run now, not after
-    hours of work. Loading the recipe and the backends here, in the scheduling
+    A misspelt or unsafe setting, a missing storage setting or a broken recipe
+    stops the run now, not after hours of work. Loading the recipe and the backends here, in the scheduling
     process, also means that task processes forked from it (``--workers`` > 1)
     start warm instead of each importing and parsing them again.
     """
+    config.validate()
     check_settings()
     backend_module()
     stages.recipe()
