@@ -105,8 +105,10 @@ def assign(group: list[Batch]) -> None:
     start = time.time()
     requests: list[StudyRequest] = []
     records: dict[str, dict] = {}
+    phi_of: dict[str, list[str]] = {}
     for b in group:
         headers = read_json(b.headers_file)
+        phi_of[b.key] = headers["phi"]
         if headers["status"] != "ok":
             records[b.key] = {"status": "skipped", "error": ""}
             continue
@@ -124,7 +126,8 @@ def assign(group: list[Batch]) -> None:
             if isinstance(result, Identifiers):
                 records[req.key] = {"status": "ok", **result.to_dict()}
             else:
-                text = redact(str(result), values=[req.patient_id, req.accession])
+                # a service's reply is not our text: every identifying value of the batch is taken out
+                text = redact(str(result), values=[req.patient_id, req.accession, *phi_of.get(req.key, [])])
                 records[req.key] = {"status": "error", "error": text, "retryable": result.retryable, "at": time.time()}
     stage = _timing(start)
     for b in group:
