@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from sendit_luigi.tasks import luigi_command
+
 REPO = Path(__file__).resolve().parent.parent
 
 BASE = {
@@ -40,19 +42,7 @@ def luigi(root: Path, task: str = "ProcessAll", workers: int = 1, extra: dict | 
     """Run the luigi command; return wall seconds, exit code, and the child's peak RSS (MB)."""
     cfg = write_cfg(root, extra)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(REPO))
-    command = [
-        sys.executable,
-        "-m",
-        "luigi",
-        "--module",
-        "sendit_luigi",
-        task,
-        "--local-scheduler",
-        "--workers",
-        str(workers),
-        "--log-level",
-        "WARNING",
-    ]
+    command = luigi_command(task, "--local-scheduler", "--workers", str(workers), "--log-level", "WARNING")
     start = time.perf_counter()
     # A wrapper process, so that its RUSAGE_CHILDREN is this one run's peak RSS alone.
     proc = subprocess.run(

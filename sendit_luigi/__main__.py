@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import batches, cleanup, config, dryrun, metrics, stages
+from .tasks import luigi_command
 from .workdir import write_bytes
 
 DEMO_CFG = """\
@@ -58,19 +59,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg.write_text(DEMO_CFG.format(root=root))
     print(f"sample input: {len(studies)} batch folders (+1 still copying) in {root / 'input'}", flush=True)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
-    command = [
-        sys.executable,
-        "-m",
-        "luigi",
-        "--module",
-        "sendit_luigi",
-        "ProcessAll",
-        "--local-scheduler",
-        "--workers",
-        str(args.workers),
-        "--log-level",
-        "WARNING",
-    ]
+    command = luigi_command("ProcessAll", "--local-scheduler", "--workers", str(args.workers), "--log-level", "WARNING")
     code = subprocess.call(command, env=env, cwd=root)  # cwd: no stray ./luigi.cfg
     print()
     print(f"config:      {cfg}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import sys
 import time
 import traceback
 
@@ -299,6 +300,11 @@ class ProcessAll(Reported, luigi.WrapperTask):
     def run(self):
         if self.dry_run:
             print(dryrun.render(dryrun.plan(self.max_batches)), flush=True)
+
+
+def luigi_command(task: str = "ProcessAll", *args: str) -> list[str]:
+    """The ``luigi`` command line that runs ``task`` of this package with this Python."""
+    return [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, *args]
 
 
 def prepare_run() -> None:

@@ -16,13 +16,13 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from . import config
 from .batches import batch, keyed, scan, upload_settled
 from .inputs import walk_files
+from .tasks import luigi_command
 from .workdir import private_dir, write_json
 
 log = logging.getLogger("sendit_luigi")
@@ -66,17 +66,7 @@ class Watcher:
     def run_pipeline(self, keys: list[str]) -> int:
         private_dir(self.ready_file.parent)
         write_json(self.ready_file, keys)
-        command = [
-            sys.executable,
-            "-m",
-            "luigi",
-            "--module",
-            "sendit_luigi",
-            "ProcessAll",
-            "--sendit-ready-file",
-            str(self.ready_file),
-            *self.luigi_args,
-        ]
+        command = luigi_command("ProcessAll", "--sendit-ready-file", str(self.ready_file), *self.luigi_args)
         log.info("watch: running the pipeline on %d finished batches", len(keys))
         self.child = subprocess.Popen(command)
         code = self.child.wait()

@@ -27,6 +27,7 @@ import pytest
 from sendit_luigi import config
 from sendit_luigi.deidentify import Profile, Recipe
 from sendit_luigi.sample_data import Study, write_study
+from sendit_luigi.tasks import luigi_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,18 +153,13 @@ class Pipeline:
             if scheduler_port is None
             else ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(scheduler_port)]
         )
-        return [
-            sys.executable,
-            "-m",
-            "luigi",
-            "--module",
-            "sendit_luigi",
+        return luigi_command(
             task,
             *where,
             "--workers",
             str(workers),
             *extra,
-        ]
+        )
 
     def run(
         self,
@@ -392,3 +388,17 @@ def smtp_sink():
     controller.start()
     yield controller, sink
     controller.stop()
+
+
+def mail_alerts_to(pipe: Pipeline, controller) -> None:
+    """Send ``pipe``'s alerts through Luigi's SMTP settings to the ``smtp_sink`` at ``controller``."""
+    pipe.settings.update(
+        {
+            "email.method": "smtp",
+            "email.sender": "sendit@example.org",
+            "email.force_send": "true",
+            "smtp.host": "127.0.0.1",
+            "smtp.port": str(controller.port),
+            "alerts.receiver": "ops@example.org",
+        }
+    )

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import Pipeline, datasets, file_label, make_study, members, tree_digest
+from conftest import Pipeline, datasets, file_label, mail_alerts_to, make_study, members, tree_digest
 from phi_seed import write_seeded_study
 from test_pixel_phi_quarantine import add_burned_in_ultrasound
 
@@ -57,16 +57,7 @@ def test_batch_errors_and_task_failures_reach_the_operator_without_phi(pipe, smt
     broken.mkdir()
     (broken / "report.txt").write_text(f"{bad.patient_name} {bad.patient_id}")
     pipe.bucket.write_text("not a folder: every upload fails")
-    pipe.settings.update(
-        {
-            "email.method": "smtp",
-            "email.sender": "sendit@example.org",
-            "email.force_send": "true",
-            "smtp.host": "127.0.0.1",
-            "smtp.port": str(controller.port),
-            "alerts.receiver": "ops@example.org",
-        }
-    )
+    mail_alerts_to(pipe, controller)
     run = pipe.run()
     assert run.code != 0
     deadline = time.time() + 10

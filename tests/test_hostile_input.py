@@ -10,7 +10,7 @@ import shutil
 import tarfile
 
 import pytest
-from conftest import Pipeline, datasets, every_output_byte, file_label, make_study
+from conftest import Pipeline, datasets, every_output_byte, file_label, mail_alerts_to, make_study
 from hostile import deeply_nested, truncated_pixels, unknown_vr, wrong_vr_on_patient_id
 
 from sendit_luigi.sample_data import write_study
@@ -192,16 +192,7 @@ def test_a_task_failure_reaches_luigid_its_state_and_mail_in_our_words(pipe, lui
     from failing_task import PLANTED
 
     controller, sink = smtp_sink
-    pipe.settings.update(
-        {
-            "email.method": "smtp",
-            "email.sender": "sendit@example.org",
-            "email.force_send": "true",
-            "smtp.host": "127.0.0.1",
-            "smtp.port": str(controller.port),
-            "alerts.receiver": "ops@example.org",
-        }
-    )
+    mail_alerts_to(pipe, controller)
     pipe.write_cfg()
     env = dict(pipe.env(), PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}")
     proc = subprocess.run(
@@ -256,16 +247,7 @@ def test_phi_in_folder_names_file_names_and_elements_reaches_no_operator_view(pi
     broken.mkdir()
     (broken / "PHIROE_report.txt").write_text("not dicom")  # a batch that ends in error: an alert
     pipe.bucket.write_text("not a folder: every upload fails")  # a task that fails: luigid's error page
-    pipe.settings.update(
-        {
-            "email.method": "smtp",
-            "email.sender": "sendit@example.org",
-            "email.force_send": "true",
-            "smtp.host": "127.0.0.1",
-            "smtp.port": str(controller.port),
-            "alerts.receiver": "ops@example.org",
-        }
-    )
+    mail_alerts_to(pipe, controller)
     default = pipe.run(scheduler_port=luigid.port)
     assert default.code != 0  # the uploads failed
     debug = pipe.run("--log-level", "DEBUG", scheduler_port=luigid.port)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import stat
 
 import pytest
-
 from conftest import make_study
 
 
