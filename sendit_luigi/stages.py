@@ -319,7 +319,7 @@ def upload(group: list[Batch], store) -> list[str]:
 
     def fail(b: Batch, exc: Exception) -> None:
         write_json(b.upload_error_file, {"error": redact(describe(exc)), "at": time.time()})
-        log.error("batch %s: upload failed: %s", b.key, redact(str(exc)))
+        log.error("batch %s: upload failed: %s", b.key, redact(describe(exc)))
         failed.append(b.key)
 
     for b in group:
