@@ -250,7 +250,7 @@ class UploadAll(Reported, luigi.WrapperTask):
 
 
 class ExportMetrics(Reported, luigi.Task):
-    """``<work_dir>/metrics.csv``: one row per batch (all found, done or not). Rewritten only when it would change."""
+    """``<work_dir>/metrics.csv``: one row per batch the work folder knows (done or not). Rewritten only on change."""
 
     max_batches = luigi.IntParameter(default=0)
 
@@ -260,8 +260,13 @@ class ExportMetrics(Reported, luigi.Task):
     def output(self):
         return luigi.LocalTarget(str(metrics.metrics_path(config.sendit.get().work_path())))
 
+    def keys(self) -> list[str]:
+        """Every batch the work folder knows, not only this run's (a watch cycle, --max-batches)."""
+        ProcessBatches(self.max_batches).all_keys()  # discovers (records) this run's batches first
+        return batches.known_keys()
+
     def rendered(self) -> bytes:
-        return metrics.render_csv(ProcessBatches(self.max_batches).all_keys())
+        return metrics.render_csv(self.keys())
 
     def complete(self):
         if not self.output().exists() or not all(r.complete() for r in luigi.task.flatten(self.requires())):
@@ -270,7 +275,7 @@ class ExportMetrics(Reported, luigi.Task):
             return fh.read() == self.rendered()
 
     def run(self):
-        keys = ProcessBatches(self.max_batches).all_keys()
+        keys = self.keys()
         write_bytes(metrics.metrics_path(config.sendit.get().work_path()), metrics.render_csv(keys))
         summary = metrics.summary(metrics.frame(keys))
         self.set_status_message(summary)
