@@ -6,7 +6,6 @@ import contextlib
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from . import harness
@@ -186,9 +185,3 @@ def dasher_grouping(root: Path, batches: int, latency: float = 0.05) -> dict:
             out[f"stage2_seconds_{group}"] = sum(dict(c)["seconds"] for c in calls)
     out["speedup"] = out["stage2_seconds_1"] / out["stage2_seconds_20"]
     return out
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
