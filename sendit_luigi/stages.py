@@ -170,10 +170,15 @@ def check_space(b: Batch, needed_bytes: int) -> None:
     free = shutil.disk_usage(b.dir).free
     if free - needed_bytes < floor_gb * 1e9:
         raise NotEnoughSpace(
-            f"batch {b.key} needs about {needed_bytes / 1e9:.2f} GB on the work disk and would leave "
-            f"{(free - needed_bytes) / 1e9:.2f} GB of {free / 1e9:.2f} GB free, under [sendit] min_free_gb = "
+            f"batch {b.key} needs about {size_text(needed_bytes)} on the work disk and would leave "
+            f"{size_text(free - needed_bytes)} of {size_text(free)} free, under [sendit] min_free_gb = "
             f"{floor_gb:g}; free some space (python -m sendit_luigi cleanup) and run again"
         )
+
+
+def size_text(size: float) -> str:
+    """Bytes as GB, or as MB below a GB (a small batch needs "0.8 MB", not "0.00 GB")."""
+    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def anonymize(b: Batch, progress: Progress | None = None) -> dict:
@@ -323,6 +328,8 @@ def upload(group: list[Batch], store) -> list[str]:
         failed.append(b.key)
 
     for b in group:
+        # this stage's own half-written markers from a killed run (stage 3's are swept by stage 3)
+        sweep_temporaries(b.dir, of=(b.uploaded_file.name, b.upload_error_file.name))
         result = read_json(b.result_file)
         if result["status"] != "done":
             continue

@@ -69,10 +69,13 @@ def atomic_writer(path: Path, verify: Callable[[Path], None] | None = None) -> I
     fh.close()
 
 
-def sweep_temporaries(folder: Path) -> int:
-    """Delete ``*-luigi-tmp-*`` files a killed run left in ``folder``; return how many."""
+def sweep_temporaries(folder: Path, of: tuple[str, ...] = ("*",)) -> int:
+    """Delete the ``<name>-luigi-tmp-*`` files a killed run left in ``folder``; return how many.
+
+    ``of`` names the files whose temporaries go (patterns); the default, every one.
+    """
     count = 0
-    for leftover in folder.glob("*-luigi-tmp-*"):
+    for leftover in (p for name in of for p in folder.glob(f"{name}-luigi-tmp-*")):
         leftover.unlink(missing_ok=True)
         count += 1
     return count

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ def test_a_batch_does_not_start_when_the_disk_would_run_low(pipe):
     short = pipe.run()
     assert short.code != 0
     assert "needs about" in short.output and "GB free, under [sendit] min_free_gb = 1e+06" in short.output
+    assert re.search(r"needs about \d+\.\d MB on the work disk", short.output)  # not "0.00 GB" for a small batch
     assert not list(pipe.work.glob("batches/*/result.json"))
     pipe.settings["sendit.min_free_gb"] = "0.001"
     assert pipe.run().code == 0 and len(pipe.tarballs()) == 1

@@ -73,3 +73,17 @@ def test_luigi_config_path_points_at_another_config(pipe: Pipeline, tmp_path_fac
     assert pipe.run().code == 0
     assert len(list(other_bucket.rglob("*.tar.gz"))) == 1
     assert not pipe.bucket.exists()
+
+
+def test_a_half_written_upload_marker_is_swept_by_the_next_upload(pipe):
+    """Seen once after a SIGKILL: an uploaded.json-luigi-tmp-... survived the rerun."""
+    from conftest import make_study
+
+    pipe.add(make_study(1), files=1)
+    assert pipe.run().code == 0
+    [work] = pipe.batch_dirs().values()
+    (work / "uploaded.json").unlink()  # as if killed while writing the marker
+    leftover = work / "uploaded.json-luigi-tmp-1234567890"
+    leftover.write_text("{half")
+    assert pipe.run().code == 0
+    assert (work / "uploaded.json").exists() and not leftover.exists()
