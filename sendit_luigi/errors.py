@@ -83,8 +83,8 @@ def file_error(exc: BaseException, doing: str = "", element: int | None = None) 
     if isinstance(exc, FileProblem):
         return str(exc)
     name = type(exc).__name__
-    if isinstance(exc, OSError) and exc.errno in _ERRNO:
-        return f"{_ERRNO[exc.errno]} ({name})"
+    if text := _errno_text(exc):
+        return text
     if isinstance(exc, OSError) and exc.errno is None:  # pydicom's reader: no tag where one must be
         return f"the header is cut off or damaged ({name})"
     kind = (
@@ -94,6 +94,13 @@ def file_error(exc: BaseException, doing: str = "", element: int | None = None) 
     )
     where = tag_name(element) if element is not None else (element_named(str(exc)) if name != "RecursionError" else "")
     return f"{kind}{' at ' + where if where else ''} ({name})"
+
+
+def _errno_text(exc: BaseException) -> str:
+    """An ``OSError`` we have words for, as ``permission denied (PermissionError)``; '' otherwise."""
+    if isinstance(exc, OSError) and exc.errno in _ERRNO:
+        return f"{_ERRNO[exc.errno]} ({type(exc).__name__})"
+    return ""
 
 
 def element_named(text: str) -> str:
@@ -126,7 +133,7 @@ def describe(exc: BaseException) -> str:
     """A service or infrastructure error in one line: its class, and its message only for our own classes."""
     if isinstance(exc, (BatchError, FileProblem, RecipeError, TaskFailed)):
         return str(exc)
-    if isinstance(exc, OSError) and exc.errno in _ERRNO:
-        return f"{_ERRNO[exc.errno]} ({type(exc).__name__})"
+    if text := _errno_text(exc):
+        return text
     code = getattr(exc, "code", None)  # google.api_core errors carry the HTTP status
     return f"{type(exc).__name__} (HTTP {code})" if isinstance(code, int) else type(exc).__name__
