@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from sendit_luigi import config
 from sendit_luigi.tasks import luigi_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,9 +18,6 @@ BASE = {
     "identifiers": {"backend": "local"},
     "storage": {"backend": "local", "collection": "BENCH"},
     "upload": {"workers": "10"},
-    "core": {"autoload_range": "false"},
-    "execution_summary": {"summary_length": "0"},
-    "retcode": {"task_failed": "30", "scheduling_error": "35", "unhandled_exception": "40", "missing_data": "20"},
 }
 
 
@@ -30,9 +28,7 @@ def write_cfg(root: Path, extra: dict | None = None) -> Path:
     for key, value in (extra or {}).items():
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = str(value)
-    text = "".join(
-        f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n" for s, items in sections.items()
-    )
+    text = config.render_cfg(sections)
     path = root / "luigi.cfg"
     path.write_text(text)
     return path

@@ -17,36 +17,17 @@ from . import batches, cleanup, config, dryrun, metrics, stages
 from .tasks import luigi_command
 from .workdir import write_bytes
 
-DEMO_CFG = """\
-[sendit]
-input_folders = {root}/input
-work_dir = {root}/work
 
-[identifiers]
-backend = local
-
-[storage]
-backend = local
-local_root = {root}/bucket
-collection = DEMO
-
-[upload]
-workers = 10
-
-[core]
-autoload_range = false
-
-[execution_summary]
-summary_length = 0
-
-[retcode]
-already_running = 10
-missing_data = 20
-not_run = 0
-task_failed = 30
-scheduling_error = 35
-unhandled_exception = 40
-"""
+def demo_cfg(root: Path) -> str:
+    """The demo's luigi.cfg: the embedded backends, everything under ``root``."""
+    return config.render_cfg(
+        {
+            "sendit": {"input_folders": f"{root}/input", "work_dir": f"{root}/work"},
+            "identifiers": {"backend": "local"},
+            "storage": {"backend": "local", "local_root": f"{root}/bucket", "collection": "DEMO"},
+            "upload": {"workers": "10"},
+        }
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -56,7 +37,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = Path(args.dir).absolute()
     studies = make_demo(root / "input", args.batches)
     cfg = root / "luigi.cfg"
-    cfg.write_text(DEMO_CFG.format(root=root))
+    cfg.write_text(demo_cfg(root))
     print(f"sample input: {len(studies)} batch folders (+1 still copying) in {root / 'input'}", flush=True)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
     command = luigi_command("ProcessAll", "--local-scheduler", "--workers", str(args.workers), "--log-level", "WARNING")

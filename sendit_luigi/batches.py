@@ -138,7 +138,7 @@ def shard_of(key: str, shards: int) -> int:
     return int(key[:8], 16) % max(shards, 1)
 
 
-STATUSES = ("queued", "processing", "done processing", "uploaded", "empty", "error")
+STATUSES = ("queued", "processing", "waiting", "done processing", "uploaded", "empty", "error")
 
 
 def status(b: Batch) -> tuple[str, dict | None]:
@@ -185,8 +185,78 @@ def reprocess(b: Batch) -> bool:
 
 
 def upload_settled(b: Batch) -> bool:
-    """Nothing is left to do for this batch: processed, and uploaded unless it ended empty or in error."""
+    """Nothing is left to do for this batch in this run: processed, and uploaded unless it ended
+    empty or in error. An upload that failed during this run is tried again at the next."""
     result = read_json_or_none(b.result_file)
     if not processed(b, result):
         return False
-    return result["status"] != "done" or b.uploaded_file.exists()
+    if result["status"] != "done" or b.uploaded_file.exists():
+        return True
+    failed = read_json_or_none(b.upload_error_file)
+    return bool(failed and failed.get("at", 0) >= RUN_STARTED)
+
+
+@dataclass
+class Outcome:
+    """What a run left its batches as: counts by status, for the last line and the exit status."""
+
+    total: int = 0
+    uploaded: int = 0
+    not_uploaded: int = 0
+    upload_failed: int = 0
+    empty: int = 0
+    error: int = 0
+    error_this_run: int = 0
+    waiting: int = 0
+
+    def line(self) -> str:
+        """``6 batches: 4 uploaded, 1 error, 1 empty`` (only the statuses that occur)."""
+        parts = [
+            (self.uploaded, "uploaded"),
+            (self.not_uploaded, "done, not uploaded"),
+            (self.upload_failed, "upload failed"),
+            (self.error, "error"),
+            (self.empty, "empty"),
+            (self.waiting, "waiting for disk space"),
+        ]
+        counts = ", ".join(f"{n} {what}" for n, what in parts if n)
+        return f"{self.total} batches: {counts or 'none'}"
+
+    def problem(self, fail_on_batch_errors: bool) -> str:
+        """Why the run should end non-zero, or "" when it should not."""
+        reasons = []
+        if self.waiting:
+            reasons.append(
+                f"{self.waiting} batches wait for disk space ([sendit] min_free_gb): run again once the "
+                "uploads ([sendit] remove_after_upload) or cleanup have freed space"
+            )
+        if self.upload_failed:
+            reasons.append(f"{self.upload_failed} uploads failed: they are tried again at the next run")
+        if fail_on_batch_errors and self.error_this_run:
+            reasons.append(f"{self.error_this_run} batches ended in error in this run ([sendit] fail_on_batch_errors)")
+        return "; ".join(reasons)
+
+
+def outcome(group: list[Batch]) -> Outcome:
+    """Count ``group`` by status, read from the checkpoint files alone."""
+    out = Outcome(total=len(group))
+    for b in group:
+        state, result = status(b)
+        if state == "uploaded":
+            out.uploaded += 1
+        elif state == "done processing":
+            if b.upload_error_file.exists():
+                out.upload_failed += 1
+            else:
+                out.not_uploaded += 1
+        elif state == "empty":
+            out.empty += 1
+        elif state == "waiting":
+            out.waiting += 1
+        elif state == "error":
+            out.error += 1
+            if result and result.get("stages", {}).get("anonymize", {}).get("end", 0) >= RUN_STARTED:
+                out.error_this_run += 1
+        else:  # queued or processing: the run did not get to it
+            out.waiting += 1
+    return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
-from .batches import batch, status
+from .batches import Batch, batch, status
 from .inputs import inside, walk_files
 from .workdir import read_json, write_json
 
@@ -53,11 +53,15 @@ def plan(keys: list[str], delete_inputs: bool = False) -> list[Item]:
 
 def apply(items: list[Item]) -> None:
     for item in items:
-        b = batch(item.key)
-        result = read_json(b.result_file)
-        if not result.get("cleaned"):
-            write_json(b.result_file, {**result, "cleaned": True})  # first: a kill here leaves a done batch
-        for path in item.work_files:
-            path.unlink(missing_ok=True)
+        free(batch(item.key), item.work_files)
         if item.input_folder is not None:
             shutil.rmtree(item.input_folder)
+
+
+def free(b: Batch, work_files: list[Path] | None = None) -> None:
+    """Remove an uploaded batch's removable work files (``[sendit] remove_after_upload`` calls this)."""
+    result = read_json(b.result_file)
+    if not result.get("cleaned"):
+        write_json(b.result_file, {**result, "cleaned": True})  # first: a kill here leaves a done batch
+    for path in work_files if work_files is not None else [b.dir / name for name in REMOVABLE]:
+        path.unlink(missing_ok=True)

@@ -47,6 +47,35 @@ class alerts(Section):  # noqa: N801
         return list(split(self.receiver))
 
 
+# Luigi's own settings that every configuration of this project carries; luigi.cfg documents each.
+LUIGI_SETTINGS: dict[str, dict[str, str]] = {
+    "core": {"autoload_range": "false"},
+    "execution_summary": {"summary_length": "0"},
+    "worker": {"keep_alive": "false", "check_unfulfilled_deps": "false"},
+    "retcode": {
+        "already_running": "10",
+        "missing_data": "20",
+        "not_run": "0",
+        "task_failed": "30",
+        "scheduling_error": "35",
+        "unhandled_exception": "40",
+    },
+}
+
+
+def render_cfg(settings: dict[str, dict[str, str]]) -> str:
+    """The text of a luigi.cfg: ``settings`` (section -> key -> value) over ``LUIGI_SETTINGS``.
+
+    The one writer of configuration files: the demo, the tests and the benchmarks use it.
+    """
+    sections = {name: dict(values) for name, values in LUIGI_SETTINGS.items()}
+    for name, values in settings.items():
+        sections.setdefault(name, {}).update({k: str(v) for k, v in values.items()})
+    return "".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n" for name, values in sections.items()
+    )
+
+
 def reset() -> None:
     """Forget the settings read so far (tests that switch configs in one process)."""
     Section._loaded.clear()
@@ -82,6 +111,14 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
     min_free_gb = luigi.FloatParameter(
         default=0.0,
         description="A batch does not start if the work disk would drop below this many GB free (0: no check).",
+    )
+    remove_after_upload = luigi.BoolParameter(
+        default=False,
+        description="Free a batch's work copy (tarball, headers, identifiers) once it is uploaded.",
+    )
+    fail_on_batch_errors = luigi.BoolParameter(
+        default=False,
+        description="Exit non-zero when a batch ended in error during the run (for cron and CI).",
     )
     ready_file = luigi.Parameter(
         default="",

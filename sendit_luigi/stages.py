@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import alerts, config
+from . import alerts, cleanup, config
 from .batches import Batch
 from .deidentify import (
     Context,
@@ -37,11 +36,19 @@ from .deidentify import (
     shift_date,
     uid_remapper,
 )
-from .errors import BatchError, TaskFailed, describe, file_error, redact
+from .errors import BatchError, describe, file_error, redact
 from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
 from .storage import metadata_row
-from .workdir import Keyed, load_secret, read_json, read_json_or_none, sweep_temporaries, write_json
+from .workdir import (
+    Keyed,
+    load_secret,
+    read_json,
+    read_json_or_none,
+    space_shortfall,
+    sweep_temporaries,
+    write_json,
+)
 
 log = logging.getLogger("sendit_luigi")
 
@@ -169,35 +176,11 @@ def _keyed(secret_path: Path) -> Keyed:
     return Keyed(load_secret(secret_path))
 
 
-class NotEnoughSpace(TaskFailed):
-    """A batch does not start: the work disk would drop below ``[sendit] min_free_gb``."""
-
-
-def check_space(b: Batch, needed_bytes: int) -> None:
-    """Raise ``NotEnoughSpace`` saying how much is needed and how much is free."""
-    floor_gb = config.sendit.get().min_free_gb
-    if floor_gb <= 0:
-        return
-    free = shutil.disk_usage(b.dir).free
-    if free - needed_bytes < floor_gb * 1e9:
-        raise NotEnoughSpace(
-            f"batch {b.key} needs about {size_text(needed_bytes)} on the work disk and would leave "
-            f"{size_text(free - needed_bytes)} of {size_text(free)} free, under [sendit] min_free_gb = "
-            f"{floor_gb:g}; free some space (python -m sendit_luigi cleanup) and run again"
-        )
-
-
-def size_text(size: float) -> str:
-    """Bytes as GB, or as MB below a GB (a small batch needs "0.8 MB", not "0.00 GB")."""
-    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.1f} MB"
-
-
 def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
     start = time.time()
     sweep_temporaries(b.dir)
     headers = read_json(b.headers_file)
-    check_space(b, headers["bytes_in"])  # the tarball is at most about the input's size
     ids = read_json(b.identifiers_file)
     files = headers["files"]
     result = {
@@ -216,6 +199,11 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         result.update(status=headers["status"], error=headers["error"])
     elif ids["status"] != "ok":
         result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False), at=time.time())
+    elif short := space_shortfall(b.dir, headers["bytes_in"], "the work disk", config.sendit.get().min_free_gb):
+        # the tarball is at most about the input's size. The batch waits for the next run, while this
+        # one goes on to upload (and, with [sendit] remove_after_upload, free) what is done.
+        text = f"{short}; it waits: free some space (python -m sendit_luigi cleanup) and run again"
+        result.update(status="waiting", error=text, retryable=True, at=time.time())
     else:
         try:
             result.update(_pack(b, headers, ids, progress))
@@ -239,6 +227,8 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         b.tarball.unlink(missing_ok=True)
     write_json(b.result_file, result)
     log.info("batch %s: %s, %d files, %d errors", b.key, result["status"], result["files"], result["files_error"])
+    if result["status"] == "waiting":
+        log.warning("batch %s %s", b.key, result["error"])
     if result["status"] == "error" and config.alerts.get().on_batch_error:
         alerts.batch_error(b.key, result["status"], result["error"])
     return result
@@ -372,5 +362,7 @@ def upload(group: list[Batch], store) -> list[str]:
         write_json(b.uploaded_file, {**record, "stage": stage})
         b.upload_error_file.unlink(missing_ok=True)
         b.replaces_file.unlink(missing_ok=True)
+        if config.sendit.get().remove_after_upload:
+            cleanup.free(b)
         log.info("batch %s: uploaded", b.key)
     return failed

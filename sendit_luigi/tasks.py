@@ -166,14 +166,8 @@ class Anonymize(BatchTask):
 
     def run(self):
         group = self.batches()
-        short = []
         for i, b in enumerate(group):
-            try:
-                stages.anonymize(b, self.reporter("de-identifying", i, len(group)))
-            except stages.NotEnoughSpace as exc:  # this batch waits; the others in the group go on
-                short.append(str(exc))
-        if short:
-            raise stages.NotEnoughSpace(f"{len(short)} of {len(group)} batches not started: {short[0]}")
+            stages.anonymize(b, self.reporter("de-identifying", i, len(group)))
 
 
 class ProcessBatches(Reported, luigi.WrapperTask):
@@ -190,7 +184,8 @@ class ProcessBatches(Reported, luigi.WrapperTask):
             self._all = batches.discover()
         return self._all
 
-    def keys(self) -> list[str]:
+    def batch_keys(self) -> list[str]:
+        """This run's batches: all of them, or the next ``max_batches`` not yet settled."""
         if not hasattr(self, "_keys"):
             keys = self.all_keys()
             if self.max_batches > 0:
@@ -199,7 +194,7 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         return self._keys
 
     def requires(self):
-        return [Anonymize(k) for k in self.keys()]
+        return [Anonymize(k) for k in self.batch_keys()]
 
 
 class UploadShard(Reported, luigi.Task):
@@ -213,7 +208,7 @@ class UploadShard(Reported, luigi.Task):
         return ProcessBatches(self.max_batches)
 
     def mine(self) -> list[batches.Batch]:
-        keys = self.requires().keys()
+        keys = self.requires().batch_keys()
         return [batches.batch(k) for k in keys if batches.shard_of(k, self.shards) == self.shard]
 
     def pending(self) -> list[batches.Batch]:
@@ -223,6 +218,8 @@ class UploadShard(Reported, luigi.Task):
         return not self.pending()
 
     def run(self):
+        """Failed uploads are recorded per batch (``upload_error.json``), not raised: the metrics
+        are still written, and ``ProcessAll`` ends the run with an error that counts them."""
         todo = [b for b in self.pending() if batches.status(b)[0] == "done processing"]
         store = get_store()
         step = max(config.upload.get().rows_per_request, 1)
@@ -233,10 +230,6 @@ class UploadShard(Reported, luigi.Task):
             failed += stages.upload(todo[i : i + step], store)
         self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
         self.set_progress_percentage(100)
-        if failed:
-            raise TaskFailed(
-                f"{len(failed)} of {len(todo)} uploads failed (batches {', '.join(failed)}); rerun to retry"
-            )
 
 
 class UploadAll(Reported, luigi.WrapperTask):
@@ -305,6 +298,14 @@ class ProcessAll(Reported, luigi.WrapperTask):
     def run(self):
         if self.dry_run:
             print(dryrun.render(dryrun.plan(self.max_batches)), flush=True)
+            return
+        outcome = batches.outcome([batches.batch(k) for k in ProcessBatches(self.max_batches).batch_keys()])
+        print(outcome.line(), flush=True)
+        self.set_status_message(outcome.line())
+        self.set_progress_percentage(100)
+        problem = outcome.problem(config.sendit.get().fail_on_batch_errors)
+        if problem:
+            raise TaskFailed(problem)
 
 
 def luigi_command(task: str = "ProcessAll", *args: str) -> list[str]:

@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,6 +80,27 @@ def sweep_temporaries(folder: Path, of: tuple[str, ...] = ("*",)) -> int:
         leftover.unlink(missing_ok=True)
         count += 1
     return count
+
+
+def space_shortfall(folder: Path, needed_bytes: int, disk: str, floor_gb: float) -> str:
+    """Why writing ``needed_bytes`` into ``folder`` would leave its disk under ``floor_gb`` free; "" if not.
+
+    ``floor_gb`` is ``[sendit] min_free_gb``; 0 turns the check off.
+    """
+    if floor_gb <= 0:
+        return ""
+    free = shutil.disk_usage(folder).free
+    if free - needed_bytes >= floor_gb * 1e9:
+        return ""
+    return (
+        f"needs about {size_text(needed_bytes)} on {disk} and would leave {size_text(free - needed_bytes)} "
+        f"of {size_text(free)} free, under [sendit] min_free_gb = {floor_gb:g}"
+    )
+
+
+def size_text(size: float) -> str:
+    """Bytes as GB, or as MB below a GB (a small batch needs "0.8 MB", not "0.00 GB")."""
+    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def read_json(path: Path) -> Any:

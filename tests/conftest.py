@@ -121,23 +121,11 @@ class Pipeline:
             "identifiers": {"backend": "local"},
             "storage": {"backend": "local", "local_root": str(self.bucket), "collection": "TESTIRB"},
             "upload": {"workers": "10"},
-            "core": {"autoload_range": "false"},
-            "execution_summary": {"summary_length": "0"},
-            "retcode": {
-                "already_running": "10",
-                "missing_data": "20",
-                "not_run": "0",
-                "task_failed": "30",
-                "scheduling_error": "35",
-                "unhandled_exception": "40",
-            },
         }
         for key, value in self.settings.items():
             section, name = key.split(".")
             sections.setdefault(section, {})[name] = str(value)
-        text = "".join(
-            f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in items.items()) + "\n" for s, items in sections.items()
-        )
+        text = config.render_cfg(sections)
         if not self.cfg.exists() or self.cfg.read_text() != text:
             self.cfg.write_text(text)
 

@@ -46,7 +46,9 @@ def test_a_batch_does_not_start_when_the_disk_would_run_low(pipe):
     assert short.code != 0
     assert "needs about" in short.output and "GB free, under [sendit] min_free_gb = 1e+06" in short.output
     assert re.search(r"needs about \d+\.\d MB on the work disk", short.output)  # not "0.00 GB" for a small batch
-    assert not list(pipe.work.glob("batches/*/result.json"))
+    waiting = [json.loads(p.read_text()) for p in pipe.work.glob("batches/*/result.json")]
+    assert [r["status"] for r in waiting] == ["waiting"] and not list(pipe.work.glob("batches/*/study.tar.gz"))
+    assert "1 batches: 1 waiting for disk space" in short.output
     pipe.settings["sendit.min_free_gb"] = "0.001"
     assert pipe.run().code == 0 and len(pipe.tarballs()) == 1
 
@@ -67,7 +69,7 @@ def test_batch_errors_and_task_failures_reach_the_operator_without_phi(pipe, smt
         time.sleep(0.1)
     text = "\n".join(sink.messages)
     assert "ended with error" in text and "none of the 1 files is a readable DICOM file" in text
-    assert "task UploadShard" in text and "failed" in text
+    assert "task ProcessAll" in text and "uploads failed" in text
     for value in good.phi() + bad.phi() + [str(pipe.input)]:
         assert value not in text
 

@@ -8,6 +8,7 @@ the BigQuery table.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import BatchError
+from ..workdir import space_shortfall
 from . import COLUMNS, md5_digest, object_name
 
 
@@ -36,6 +38,7 @@ class Store:
         self.root = cfg.local_path()
         self.table = self.root / "metadata.sqlite"
         self.dir_mode, self.file_mode = cfg.local_modes()
+        self.min_free_gb = config.sendit.get().min_free_gb
 
     def _folder(self, path: Path) -> None:
         """Create ``path`` and its parents up to the bucket's root with the bucket's folder mode."""
@@ -70,18 +73,25 @@ class Store:
                 return md5
             raise BatchError(f"{target.name} already exists in storage with different bytes; not overwritten")
         self._folder(target.parent)
+        short = space_shortfall(target.parent, source.stat().st_size, "the bucket disk", self.min_free_gb)
+        if short:
+            raise BatchError(f"the study tarball {short}; not copied")
         # One name per object: only one worker uploads a batch at a time, and a copy
         # left by a killed run is simply overwritten by the next attempt.
         tmp = target.with_name(f".{target.name}.part")
-        shutil.copyfile(source, tmp)
-        os.chmod(tmp, self.file_mode)
         try:
+            shutil.copyfile(source, tmp)  # a full disk (ENOSPC) leaves no part behind: see finally
+            os.chmod(tmp, self.file_mode)
             os.link(tmp, target)  # fails if another writer got there first
         except FileExistsError:
             if md5_of(target) != md5:
                 raise BatchError(
                     f"{target.name} already exists in storage with different bytes; not overwritten"
                 ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise BatchError("no space left on the bucket disk ([storage] local_root); not copied") from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         return md5
