@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import alerts, cleanup, config
+from . import alerts, claims, cleanup, config
 from .batches import Batch
 from .deidentify import (
     Context,
@@ -280,6 +280,14 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     errors.sort(key=lambda e: int(e["file"].split()[-1]))
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
+    identities = [f"accession:{ids['accession']}", *sorted({f"uid:{f['study_uid']}" for f in good if f["study_uid"]})]
+    if owner := claims.claim(cfg.work_path() / "studies", keyed, b.key, identities):
+        return {
+            "status": "error",
+            "errors": errors,
+            "error": f"the same study (StudyInstanceUID or coded accession {ids['accession']}) is batch {owner}'s, "
+            "from another folder: this copy is not uploaded",
+        }
     dates = recipe().profile.longitudinal()  # what the files' dates are: MODIFIED, UNMODIFIED or REMOVED
     original = study_date_of(good)
     study_date = {"MODIFIED": shift_date(original, jitter, "DA"), "UNMODIFIED": original}.get(dates) or "00000000"

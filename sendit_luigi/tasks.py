@@ -36,12 +36,13 @@ import time
 import traceback
 
 import luigi
+import luigi.interface
 
 from . import alerts, batches, config, dryrun, metrics, stages
 from .errors import TaskFailed, describe
 from .identifiers import backend_module
 from .storage import check_settings, get_store
-from .workdir import write_bytes
+from .workdir import lock_work_dir, write_bytes
 
 
 class Reported:
@@ -322,6 +323,8 @@ def prepare_run() -> None:
     start warm instead of each importing and parsing them again.
     """
     config.validate()
+    if luigi.interface.core().local_scheduler:  # two such runs would do the same work and trip over each other
+        lock_work_dir(config.sendit.get().work_path())
     check_settings()
     backend_module()
     stages.recipe()

@@ -10,6 +10,7 @@ moment leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -57,6 +58,7 @@ def atomic_writer(path: Path, verify: Callable[[Path], None] | None = None) -> I
     """
     fh = luigi.LocalTarget(str(path), format=luigi.format.Nop).open("wb")
     os.chmod(fh.tmp_path, PRIVATE_FILE)
+    fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # "being written": the sweep leaves it alone (released on exit)
     try:
         yield fh
         if verify is not None:
@@ -74,12 +76,54 @@ def sweep_temporaries(folder: Path, of: tuple[str, ...] = ("*",)) -> int:
     """Delete the ``<name>-luigi-tmp-*`` files a killed run left in ``folder``; return how many.
 
     ``of`` names the files whose temporaries go (patterns); the default, every one.
+    A temporary file whose writer is still at work (it holds a lock on it, see
+    ``atomic_writer``) is left alone, whichever process that writer is.
     """
     count = 0
     for leftover in (p for name in of for p in folder.glob(f"{name}-luigi-tmp-*")):
-        leftover.unlink(missing_ok=True)
-        count += 1
+        try:
+            fd = os.open(leftover, os.O_RDONLY)
+        except FileNotFoundError:  # its writer just finished or gave up
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer's
+        else:
+            leftover.unlink(missing_ok=True)
+            count += 1
+        finally:
+            os.close(fd)
     return count
+
+
+_run_lock: int | None = None
+
+
+def lock_work_dir(work_dir: Path) -> None:
+    """Hold ``<work_dir>/run.lock`` for the life of this process (and the task processes it forks).
+
+    Raises ``WorkDirBusy`` when another process holds it. Only runs without a
+    central scheduler take it: with luigid, the scheduler shares the work out.
+    """
+    global _run_lock
+    if _run_lock is not None:  # taken already (or inherited by a forked task process)
+        return
+    private_dir(work_dir)
+    fd = os.open(work_dir / "run.lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WorkDirBusy(
+            "another run is using this work folder with --local-scheduler; wait for it to end, or run "
+            "both against luigid (a central scheduler), which shares the work between them"
+        ) from None
+    _run_lock = fd  # the file stays empty: a rerun that does nothing changes nothing
+
+
+class WorkDirBusy(RuntimeError):
+    """Another ``--local-scheduler`` run holds the work folder."""
 
 
 def space_shortfall(folder: Path, needed_bytes: int, disk: str, floor_gb: float) -> str:
@@ -127,17 +171,27 @@ def load_secret(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     private_dir(path.parent)
+    write_once(path, secrets.token_hex(32) + "\n")
+    return _parse_secret(path)
+
+
+def write_once(path: Path, text: str) -> bool:
+    """Create ``path`` (0600) holding ``text``, unless it exists; True if this call created it.
+
+    The text goes to a temporary file that is hard-linked into place, so the file
+    is whole when it appears, and of several writers at once exactly one wins.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32) + "\n")
+        fh.write(text)
     try:
         os.link(tmp, path)
+        return True
     except FileExistsError:
-        pass
+        return False
     finally:
         os.unlink(tmp)
-    return _parse_secret(path)
 
 
 def _parse_secret(path: Path) -> bytes:

@@ -110,6 +110,9 @@ class DasherServer:
         self.access, self.refresh = "access-1", "refresh-1"
         self.refreshes = 0
         self._lock = threading.Lock()
+        self.arrived = threading.Event()  # set by the first uid request
+        self._open = threading.Event()  # uid requests wait for it (see hold)
+        self._open.set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -134,6 +137,13 @@ class DasherServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def hold(self) -> None:
+        """Make uid requests wait, until ``release()``: a run is then inside stage 2 for as long as a test needs."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     def write_secrets(self, path: Path) -> Path:
         path.write_text(
@@ -162,6 +172,8 @@ class DasherServer:
         with self._lock:
             self.paths.append(handler.path)
             behaviour = self.script.pop(0) if self.script else ""
+        self.arrived.set()
+        self._open.wait(120)
         if self.latency:
             time.sleep(self.latency)
         if behaviour == "401" or handler.headers.get("Authorization") != f"Bearer {self.access}":
