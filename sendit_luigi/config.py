@@ -112,6 +112,16 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
         default=0.0,
         description="A batch does not start if the work disk would drop below this many GB free (0: no check).",
     )
+    study_id_from = luigi.ChoiceParameter(
+        choices=["accession", "study_uid", "accession_then_study_uid"],
+        default="accession_then_study_uid",
+        description="What the coded study id is made from: AccessionNumber, StudyInstanceUID, or the first if present.",
+    )
+    patient_id_from = luigi.ChoiceParameter(
+        choices=["patient_id", "patient_id_then_study"],
+        default="patient_id",
+        description="Without PatientID: an error, or (patient_id_then_study) the study stands for its own patient.",
+    )
     remove_after_upload = luigi.BoolParameter(
         default=False,
         description="Free a batch's work copy (tarball, headers, identifiers) once it is uploaded.",

@@ -81,21 +81,53 @@ def extract(b: Batch, progress: Progress | None = None) -> dict:
 
 def study_request(b: Batch, headers: dict) -> StudyRequest:
     """What to ask the identifiers backend for this batch; ``BatchError`` if it cannot be asked."""
+    cfg = config.sendit.get()
     files = [f for f in headers["files"] if "error" not in f and "skipped" not in f]
+    study = study_id(files, cfg.study_id_from)
     try:
         patient_id = single_value(files, "patient_id")
-        accession = single_value(files, "accession")
     except ValueError as exc:
         raise BatchError(str(exc)) from None
+    if not patient_id and cfg.patient_id_from == "patient_id_then_study":
+        patient_id = "STUDY-" + study  # its own patient: linked to no other study
     if not patient_id:
-        raise BatchError("PatientID (0010,0020) is missing or empty in every file; a coded patient id needs it")
-    if not accession:
-        raise BatchError("AccessionNumber (0008,0050) is missing or empty in every file; a coded study id needs it")
+        raise BatchError(
+            "PatientID (0010,0020) is missing or empty in every file; a coded patient id needs it "
+            "([sendit] patient_id_from = patient_id_then_study lets the study stand for its own patient)"
+        )
     study_date = study_date_of(files)
     if not study_date:
         raise BatchError("StudyDate (0008,0020) is missing, and so are SeriesDate, ContentDate and AcquisitionDate")
     birth = sorted(f["birth_date"] for f in files if f.get("birth_date"))
-    return StudyRequest(b.key, patient_id, accession, birth[0] if birth else "", study_date)
+    return StudyRequest(b.key, patient_id, study, birth[0] if birth else "", study_date)
+
+
+def study_id(files: list[dict], source: str) -> str:
+    """The value the coded study id is made from, as ``[sendit] study_id_from`` says; ``BatchError`` if none.
+
+    A StudyInstanceUID becomes ``UID-1-2-840-...``: DASHER's item ids allow no dots,
+    and the prefix keeps it apart from any accession number.
+    """
+    try:
+        accession = single_value(files, "accession") if source != "study_uid" else ""
+        if accession:
+            return accession
+        if source == "accession":
+            raise BatchError(
+                "AccessionNumber (0008,0050) is missing or empty in every file; a coded study id needs it "
+                "([sendit] study_id_from = accession_then_study_uid would use the StudyInstanceUID)"
+            )
+        uid = single_value(files, "study_uid")
+    except ValueError as exc:
+        raise BatchError(str(exc)) from None
+    if not uid:
+        raise BatchError(
+            "AccessionNumber (0008,0050) and StudyInstanceUID (0020,000D) are both missing or empty in every "
+            "file; a coded study id needs one of them"
+            if source != "study_uid"
+            else "StudyInstanceUID (0020,000D) is missing or empty in every file; a coded study id needs it"
+        )
+    return "UID-" + uid.replace(".", "-")
 
 
 def study_date_of(files: list[dict]) -> str:

@@ -64,6 +64,7 @@ def bad(tmp_path_factory):
     os.symlink(first_file(good_one), good_one / "link-to-good")
     os.symlink(good_one / "nowhere", good_one / "dangling")
 
+    pipe.settings["sendit.study_id_from"] = "accession"  # no fallback: a study without one is an error
     for n, missing in ((2, "PatientID"), (3, "AccessionNumber")):
         folder = write_study(pipe.input, make_study(n), 2)
         for path in folder.rglob("IM*"):
