@@ -167,15 +167,21 @@ class BigQueryEmulator(Emulator):
 
 
 class FaultyProxy:
-    """A reverse proxy on 127.0.0.1 that answers the first ``faults`` requests with an error status."""
+    """A reverse proxy on 127.0.0.1 that answers the first ``faults`` requests with an error status.
 
-    def __init__(self, upstream: str, faults: int = 0, status: int = 503):
+    ``cut(method, path)`` may also name a fault for any request: ``"drop"`` closes the
+    connection without sending it on; ``"lose"`` sends it on (the service does the work)
+    and closes the connection without passing the reply back.
+    """
+
+    def __init__(self, upstream: str, faults: int = 0, status: int = 503, cut=None):
         import http.client
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlparse
 
         self.faults, self.status, self.failed = faults, status, 0
+        self.cut, self.cuts = cut, 0
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         target = urlparse(upstream)
         proxy = self
@@ -187,6 +193,11 @@ class FaultyProxy:
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy.requests.append((self.command, self.path))
+                fault = proxy.cut(self.command, self.path) if proxy.cut else ""
+                if fault == "drop":
+                    proxy.cuts += 1
+                    self.close_connection = True
+                    return
                 if proxy.failed < proxy.faults:
                     proxy.failed += 1
                     self.send_response(proxy.status)
@@ -198,6 +209,11 @@ class FaultyProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 reply = conn.getresponse()
                 data = reply.read()
+                if fault == "lose":
+                    proxy.cuts += 1
+                    conn.close()
+                    self.close_connection = True
+                    return
                 self.send_response(reply.status)
                 for k, v in reply.getheaders():
                     if k.lower() not in ("transfer-encoding", "content-length", "connection"):

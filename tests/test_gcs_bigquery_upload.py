@@ -271,3 +271,54 @@ def test_a_bigquery_outage_mid_upload_ends_within_the_retry_bound(gcs_pipe, conf
     proxy.close()
     assert not worker.is_alive(), "still retrying 90 s after BigQuery went down"
     assert "error" in outcome
+
+
+CUTS = {
+    # where the connection is cut, as (which proxy, fault, request matcher)
+    "existence-query": ("bq", "drop", lambda method, path: "/queries" in path or "/jobs" in path),
+    "row-insert": ("bq", "drop", lambda method, path: "/insertAll" in path),
+    "object-upload": ("gcs", "drop", lambda method, path: path.startswith("/upload/")),
+    "insert-reply-lost": ("bq", "lose", lambda method, path: "/insertAll" in path),
+    "upload-reply-lost": ("gcs", "lose", lambda method, path: path.startswith("/upload/")),
+}
+
+
+@pytest.mark.parametrize("point", CUTS)
+def test_a_connection_cut_at_any_upload_call_ends_the_run_in_bounded_time_and_a_rerun_completes(gcs_pipe, point):
+    pipe, c = gcs_pipe
+    which, fault, matches = CUTS[point]
+    pipe.add(make_study(1), files=1, nested=False)
+    pipe.add(make_study(2), files=1, nested=False)
+    upstream = c.bq_emulator if which == "bq" else c.gcs_emulator
+    lost: list[str] = []
+
+    def cut(method: str, path: str) -> str:
+        """Every matching request is dropped (an outage at that call); only the first reply is lost."""
+        if not matches(method, path) or (fault == "lose" and lost):
+            return ""
+        lost.append(path)
+        return fault
+
+    proxy = FaultyProxy(upstream.endpoint, cut=cut)
+    pipe.settings[f"storage.{'bigquery' if which == 'bq' else 'gcs'}_endpoint"] = proxy.endpoint
+    pipe.settings["upload.workers"] = "1"
+    try:
+        cut = pipe.run(timeout=120)  # [storage] retry_seconds = 3: each call gives up within seconds
+    finally:
+        proxy.close()
+    assert proxy.cuts > 0, f"no request matched {point}"
+    if fault == "lose":  # the work was done, only the reply is lost: the retry finds it there, adds nothing
+        assert cut.code == 0, cut.output
+        assert len(c.blobs()) == 2 and len(c.rows()) == 2
+    else:  # the service is unreachable at that call: both batches fail, in our words, and the run says so
+        assert cut.code != 0 and "uploads failed" in cut.output
+        errors = [json.loads(p.read_text())["error"] for p in pipe.work.glob("batches/*/upload_error.json")]
+        assert len(errors) == 2 and all(errors), errors
+        assert set(pipe.metrics()["status"]) == {"done processing"}  # the metrics are written all the same
+
+    pipe.settings["storage.gcs_endpoint"] = c.gcs_emulator.endpoint  # the outage is over
+    pipe.settings["storage.bigquery_endpoint"] = c.bq_emulator.endpoint
+    again = pipe.run()
+    assert again.code == 0, again.output
+    assert len(c.blobs()) == 2 and len(c.rows()) == 2  # nothing lost, nothing twice (also after a lost reply)
+    assert set(pipe.metrics()["status"]) == {"uploaded"}

@@ -209,22 +209,28 @@ class Store:
     def insert_rows(self, rows: list[dict]) -> None:
         """Insert the rows whose coded accession is not in the table yet, in one streaming insert.
 
-        The accession is also each row's ``insertId``, so that BigQuery drops a
-        row that a retried request sends twice.
+        A request whose reply is lost may still have stored its rows, so a failed
+        insert is never simply sent again: each attempt first looks up which rows
+        are there and sends only the others (``bq_retry`` around the pair, the
+        insert itself without a retry of its own). The accession is also each
+        row's ``insertId``, BigQuery's own best-effort guard against doubles.
         """
         with self.explained():
             self.ensure_table()
-            there = self.existing([r["CodedAccessionNumberID"] for r in rows])
-            now = dt.datetime.now(dt.UTC).isoformat()
-            new = [dict(r, UploadTime=now) for r in rows if r["CodedAccessionNumberID"] not in there]
-            if not new:
-                return
-            errors = self.bq.insert_rows_json(
-                self.table_id,
-                new,
-                row_ids=[r["CodedAccessionNumberID"] for r in new],
-                retry=self.bq_retry,
-                timeout=self.timeout,
-            )
+            self.bq_retry(self._insert_missing)(rows)
+
+    def _insert_missing(self, rows: list[dict]) -> None:
+        there = self.existing([r["CodedAccessionNumberID"] for r in rows])
+        now = dt.datetime.now(dt.UTC).isoformat()
+        new = [dict(r, UploadTime=now) for r in rows if r["CodedAccessionNumberID"] not in there]
+        if not new:
+            return
+        errors = self.bq.insert_rows_json(
+            self.table_id,
+            new,
+            row_ids=[r["CodedAccessionNumberID"] for r in new],
+            retry=None,  # see insert_rows: retried only together with the lookup
+            timeout=self.timeout,
+        )
         if errors:
             raise BatchError(f"BigQuery refused {len(errors)} of {len(new)} metadata rows: {errors[0].get('errors')}")
