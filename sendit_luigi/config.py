@@ -49,7 +49,7 @@ class alerts(Section):  # noqa: N801
 
 # Luigi's own settings that every configuration of this project carries; luigi.cfg documents each.
 LUIGI_SETTINGS: dict[str, dict[str, str]] = {
-    "core": {"autoload_range": "false"},
+    "core": {"autoload_range": "false", "log_level": "INFO"},
     "execution_summary": {"summary_length": "0"},
     "worker": {"keep_alive": "false", "check_unfulfilled_deps": "false"},
     "retcode": {

@@ -37,8 +37,9 @@ import traceback
 
 import luigi
 import luigi.interface
+from luigi.parameter import ParameterVisibility
 
-from . import alerts, batches, config, dryrun, metrics, stages
+from . import alerts, batches, config, dryrun, logs, metrics, progress, stages
 from .errors import TaskFailed, describe
 from .identifiers import backend_module
 from .storage import check_settings, get_store
@@ -87,38 +88,51 @@ def _reported(run):
 
 
 class BatchTask(Reported, luigi.Task):
-    """One stage for one batch, or for a group of batches when Luigi batches them."""
+    """One stage for one batch, or for a group of batches when Luigi batches them.
+
+    luigid names a task by its ``label``: the batch key, or for a group its first
+    key and how many more. The full key list is a hidden parameter.
+    """
 
     key = luigi.Parameter(
-        batch_method=",".join,
-        description="Pseudonymous batch key (several, comma-joined, when Luigi runs a group).",
+        batch_method=progress.group_key,
+        visibility=ParameterVisibility.HIDDEN,  # luigid shows the label; the task id is made from it
+        description="Pseudonymous batch key; for a group Luigi runs at once, @ and the digest of its key list.",
     )
+    label = luigi.Parameter(
+        default="",
+        batch_method=progress.group_label,
+        description="What luigid shows: the batch key, or a group's first key and how many more (set from key).",
+    )
+
+    @classmethod
+    def get_param_values(cls, params, args, kwargs):
+        values = dict(super().get_param_values(params, args, kwargs))
+        if not values["label"]:
+            values["label"] = progress.group_label(progress.group_keys(values["key"]))
+        return list(values.items())
 
     @property
     def max_batch_size(self) -> int:
         return config.sendit.get().group_size
 
     def batches(self) -> list[batches.Batch]:
-        return [batches.batch(k) for k in self.key.split(",")]
+        return [batches.batch(k) for k in progress.group_keys(self.key)]
 
-    def reporter(self, stage: str, index: int, total: int):
-        """A per-file progress callback for batch ``index`` of this group, shown in luigid.
+    def tell(self, b: batches.Batch, message: str, percent: int | None = None) -> None:
+        """Show ``message`` on batch ``b``'s own task in luigid (not on the whole group's)."""
+        progress.tell(self, type(self)(key=b.key).task_id, message, percent)
 
-        Only counts and the pseudonymous key appear; at most two messages a second.
-        """
+    def reporter(self, stage: str, b: batches.Batch):
+        """A per-file progress callback for batch ``b``, shown on its own task: at most two messages a second."""
         last = [0.0]
-        key = self.batches()[index].key
 
         def report(done: int, files: int, errors: int) -> None:
             now = time.monotonic()
             if done < files and now - last[0] < 0.5:
                 return
             last[0] = now
-            self.set_status_message(
-                f"{stage}: batch {index + 1}/{total} ({key}): {done}/{files} files, {errors} errors"
-            )
-            share = (index + (done / files if files else 1)) / max(total, 1)
-            self.set_progress_percentage(round(100 * share))
+            self.tell(b, f"{b.key}: {stage}: {done}/{files} files, {errors} errors", round(100 * done / max(files, 1)))
 
         return report
 
@@ -130,9 +144,9 @@ class ExtractHeaders(BatchTask):
         return [luigi.LocalTarget(str(b.headers_file)) for b in self.batches()]
 
     def run(self):
-        group = self.batches()
-        for i, b in enumerate(group):
-            stages.extract(b, self.reporter("reading headers", i, len(group)))
+        for b in self.batches():
+            headers = stages.extract(b, self.reporter("reading headers", b))
+            self.tell(b, progress.headers_message(b.key, headers), 100)
 
 
 class GetIdentifiers(BatchTask):
@@ -148,9 +162,12 @@ class GetIdentifiers(BatchTask):
         return super().complete() and not any(batches.retry_due(b.identifiers_file) for b in self.batches())
 
     def run(self):
-        self.set_status_message(f"asking the identifiers backend for {len(self.batches())} batches")
-        stages.assign(self.batches())
-        self.set_progress_percentage(100)
+        group = self.batches()
+        for b in group:
+            self.tell(b, f"{b.key}: asking the identifiers backend (one call for {len(group)} batches)")
+        records = stages.assign(group)
+        for b in group:
+            self.tell(b, progress.identifiers_message(b.key, records[b.key]), 100)
 
 
 class Anonymize(BatchTask):
@@ -167,8 +184,13 @@ class Anonymize(BatchTask):
 
     def run(self):
         group = self.batches()
-        for i, b in enumerate(group):
-            stages.anonymize(b, self.reporter("de-identifying", i, len(group)))
+        files = errors = 0
+        for b in group:
+            result = stages.anonymize(b, self.reporter("de-identifying", b))
+            self.tell(b, progress.result_message(b.key, result), 100)
+            files += result["files"]
+            errors += result["status"] == "error"
+        progress.record(self, len(group), files, errors)
 
 
 class ProcessBatches(Reported, luigi.WrapperTask):
@@ -192,6 +214,8 @@ class ProcessBatches(Reported, luigi.WrapperTask):
             if self.max_batches > 0:
                 keys = [k for k in keys if not batches.upload_settled(batches.batch(k))][: self.max_batches]
             self._keys = keys
+            todo = sum(not batches.processed(batches.batch(k)) for k in keys)
+            progress.start(config.sendit.get().work_path(), ProcessAll(max_batches=self.max_batches).task_id, todo)
         return self._keys
 
     def requires(self):
@@ -302,7 +326,7 @@ class ProcessAll(Reported, luigi.WrapperTask):
             return
         outcome = batches.outcome([batches.batch(k) for k in ProcessBatches(self.max_batches).batch_keys()])
         print(outcome.line(), flush=True)
-        self.set_status_message(outcome.line())
+        self.set_status_message(f"{progress.run_line()}; {outcome.line()}")
         self.set_progress_percentage(100)
         problem = outcome.problem(config.sendit.get().fail_on_batch_errors)
         if problem:
@@ -322,6 +346,7 @@ def prepare_run() -> None:
     process, also means that task processes forked from it (``--workers`` > 1)
     start warm instead of each importing and parsing them again.
     """
+    logs.setup()
     config.validate()
     if luigi.interface.core().local_scheduler:  # two such runs would do the same work and trip over each other
         lock_work_dir(config.sendit.get().work_path())

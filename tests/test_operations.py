@@ -25,7 +25,7 @@ def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
     process = pipe.start(workers=2, scheduler_port=luigid.port)
     replies, messages, progress = [], set(), set()
     while process.poll() is None:
-        for status in ("RUNNING", "DONE"):
+        for status in ("RUNNING", "BATCH_RUNNING", "DONE"):
             text = luigid.raw("/api/task_list", status=status, search="")
             replies.append(text)
             for task in json.loads(text)["response"].values():
@@ -38,7 +38,7 @@ def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
     done = luigid.api("task_list", status="DONE", search="")
     families = {task["name"] for task in done.values()}
     assert {"ProcessAll", "ExportMetrics", "UploadAll", "Anonymize", "ExtractHeaders"} <= families
-    assert any(re.search(r"de-identifying: batch \d+/\d+ \(\w+\): \d+/24 files, 0 errors", m) for m in messages)
+    assert any(re.search(r"^\w{16}: de-identifying: \d+/24 files, 0 errors$", m) for m in messages)
     assert any(m.startswith("uploading:") for m in messages)
     assert any(0 < p < 100 for p in progress) and 100 in progress
     planted = [value for s in studies for value in s.phi()]
@@ -73,8 +73,7 @@ def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe,
         assert first.wait(300) == 0 and second.wait(300) == 0
     ran = []  # per worker process: the batch keys whose Anonymize it ran
     for log in sorted(pipe.root.glob("run-*.log")):
-        found = re.findall(r"\) done +Anonymize\(key=([0-9a-f,]+)\)", log.read_text())
-        keys = [k for group in found for k in group.split(",")]
+        keys = re.findall(r"batch ([0-9a-f]{16}): (?:done|error|empty), ", log.read_text())
         assert len(keys) == len(set(keys))  # never twice within one worker either
         ran.append(set(keys))
     assert ran[0] and ran[1], "both workers should have done part of the work"

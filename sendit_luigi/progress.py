@@ -1,0 +1,169 @@
+"""What luigid shows: each batch's own message, and the run's progress on ``ProcessAll``.
+
+Luigi runs up to ``[sendit] group_size`` batches of one stage in one task (Luigi
+batching). luigid shows the group's task and each batch's own task; a message set
+on the group's task is copied to all its batches, so a batch would show another
+batch's outcome. Here every message goes to the task of the batch it is about,
+through the scheduler the task process already talks to, and ends with that
+batch's outcome: ``done: 40 files``, ``ERROR: ...``, ``EMPTY: ...``.
+
+The run's progress (batches done of this run's total, files a second, an ETA and
+the errors so far) goes on ``ProcessAll``'s task. Task processes of this run add
+one line per finished group to ``<work_dir>/runs/<run>.progress``, and sum it.
+Messages hold batch keys, counts and our own error texts: never a value or a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+from .workdir import private_dir, read_json, write_json
+
+
+def group_label(labels: Iterable[str]) -> str:
+    """How luigid names a group of batches: its first key and how many more (``3f2a...+19``)."""
+    first, *more = list(labels)
+    return f"{first}+{len(more)}" if more else first
+
+
+def group_key(keys: Iterable[str]) -> str:
+    """A group's ``key`` parameter: ``@`` and a digest naming the file that lists its keys.
+
+    luigid shows a running task's parameters in its task list and Workers tab; twenty
+    comma-joined keys (360 characters) push the progress bar off the page. The list
+    goes to ``<work_dir>/groups/<digest>.json`` on the host that runs the group.
+    """
+    keys = list(keys)
+    if len(keys) == 1:
+        return keys[0]
+    text = ",".join(keys)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = private_dir(config.sendit.get().work_path() / "groups") / f"{digest}.json"
+    if not path.exists():
+        write_json(path, keys)
+    return "@" + digest
+
+
+def group_keys(key: str) -> list[str]:
+    """The batch keys a ``key`` parameter stands for (see ``group_key``)."""
+    if key.startswith("@"):
+        return read_json(config.sendit.get().work_path() / "groups" / f"{key[1:]}.json")
+    return key.split(",")
+
+
+def scheduler_of(task) -> object | None:
+    """The scheduler a running task reports to (Luigi's status reporter holds it), or None."""
+    reporter = getattr(task.set_status_message, "__self__", None)
+    return getattr(reporter, "_scheduler", None)
+
+
+def tell(task, task_id: str, message: str, percent: int | None = None) -> None:
+    """Set ``message`` (and ``percent``) on the task ``task_id`` of the scheduler ``task`` runs under."""
+    scheduler = scheduler_of(task)
+    if scheduler is None or task_id == task.task_id:
+        task.set_status_message(message)
+        if percent is not None:
+            task.set_progress_percentage(percent)
+        return
+    scheduler.set_task_status_message(task_id, message)
+    if percent is not None:
+        scheduler.set_task_progress_percentage(task_id, percent)
+
+
+def headers_message(key: str, headers: dict) -> str:
+    files = headers["files"]
+    if headers["status"] != "ok":
+        return f"{key}: {headers['status'].upper()}: {headers['error']}"
+    good = sum("error" not in f for f in files)
+    return f"{key}: headers read: {good}/{len(files)} files readable"
+
+
+def identifiers_message(key: str, record: dict) -> str:
+    if record["status"] == "ok":
+        return f"{key}: identifiers assigned ({record['backend']})"
+    if record["status"] == "skipped":
+        return f"{key}: no identifiers asked: the batch has no readable file"
+    return f"{key}: ERROR: {record['error']}"
+
+
+def result_message(key: str, result: dict) -> str:
+    """A batch's stage-3 outcome in one line: ``done: 40 files; 2 file errors; 1 quarantined``."""
+    if result["status"] != "done":
+        return f"{key}: {result['status'].upper()}: {result['error']}"
+    packed = result["files"] - result["files_error"] - len(result["quarantine"]) - len(result["skipped"])
+    extra = [
+        (result["files_error"], "file errors"),
+        (len(result["quarantine"]), "quarantined"),
+        (len(result["skipped"]), "skipped"),
+        (len(result["pixels_cleaned"]), "pixels cleaned"),
+    ]
+    return f"{key}: done: {packed} files" + "".join(f"; {n} {what}" for n, what in extra if n)
+
+
+# -- the run's progress ------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """This run: its id, the ProcessAll task that shows its progress, and how many batches it has to do."""
+
+    name: str
+    started: float
+    task_id: str = ""
+    total: int = 0
+    path: Path | None = None
+
+
+RUN = Run(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}", time.time())
+
+
+def start(work_dir: Path, task_id: str, total: int) -> None:
+    """Called by the scheduling process before task processes fork: they inherit it."""
+    RUN.task_id, RUN.total = task_id, total
+    RUN.path = private_dir(work_dir / "runs") / f"{RUN.name}.progress"
+
+
+def record(task, batches: int, files: int, errors: int) -> None:
+    """Add a finished group to the run's count and show the run's progress on ProcessAll."""
+    if RUN.path is None or not RUN.task_id:
+        return
+    fd = os.open(RUN.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{batches} {files} {errors}\n".encode())  # one short append: whole, whoever else writes
+    finally:
+        os.close(fd)
+    done = sum_run()[0]
+    tell(task, RUN.task_id, run_line(), round(100 * done / RUN.total) if RUN.total else 100)
+
+
+def sum_run() -> tuple[int, int, int]:
+    """(batches, files, errors) this run's task processes have finished so far."""
+    done = files = errors = 0
+    if RUN.path is not None and RUN.path.exists():
+        for line in RUN.path.read_text().splitlines():
+            b, f, e = (int(x) for x in line.split())
+            done, files, errors = done + b, files + f, errors + e
+    return done, files, errors
+
+
+def run_line() -> str:
+    """This run's progress: ``120/200 batches, 35 files/s, ETA 2 min, 1 error``."""
+    done, files, errors = sum_run()
+    return run_message(done, RUN.total, files, errors, time.time() - RUN.started)
+
+
+def run_message(done: int, total: int, files: int, errors: int, seconds: float) -> str:
+    """``120/200 batches, 35 files/s, ETA 2 min, 1 error``."""
+    rate = done / seconds if seconds > 0 else 0
+    eta = (total - done) / rate if rate else 0
+    eta_text = f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
+    return (
+        f"{done}/{total} batches, {files / seconds if seconds > 0 else 0:.0f} files/s, "
+        f"ETA {eta_text}, {errors} error{'s' if errors != 1 else ''}"
+    )
