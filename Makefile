@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench fuzz profile-table setup clean
+.PHONY: demo test bench fuzz profile-table setup browser clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 demo: setup
 	$(BIN)/python -m sendit_luigi demo demo
 
-test: setup
+# Debian's Chromium, for the visualizer screenshot test (tests/test_visualizer_screenshot.py), when
+# it is missing and apt can install it; where it cannot, that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+		|| echo "chromium could not be installed: the visualizer screenshot test will skip"
+
+test: setup browser
 	$(BIN)/ruff check sendit_luigi tests benchmarks
 	$(BIN)/ruff format --check sendit_luigi tests benchmarks
 	$(BIN)/python -m pytest -q

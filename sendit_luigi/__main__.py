@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import batches, cleanup, config, dryrun, metrics, stages
+from . import batches, cleanup, config, dryrun, metrics, stages, views
 from .tasks import luigi_command
 from .workdir import write_bytes
 
@@ -63,6 +63,11 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """A table of every known batch: key, status, files, errors, seconds; or their error messages."""
+    if args.key:
+        return show_batch(args.key)
+    if args.summary:
+        print(views.summary(config.sendit.get().work_path(), batches.known_keys()))
+        return 0
     df = metrics.frame(batches.known_keys())
     if args.only:
         df = df[df["status"] == args.only]
@@ -92,6 +97,42 @@ def cmd_status(args: argparse.Namespace) -> int:
             "python -m sendit_luigi reprocess --older-recipe makes them again at the next run"
         )
     return 0
+
+
+def show_batch(key: str) -> int:
+    b = batches.batch(key)
+    if not b.source_file.exists():
+        print(f"no batch {key} in this work folder", file=sys.stderr)
+        return 2
+    print(views.one_batch(b, stages.recipe().hash))
+    return 0
+
+
+def cmd_where(args: argparse.Namespace) -> int:
+    """Print one batch's input folder (for the operator on the secure host)."""
+    b = batches.batch(args.key)
+    if not b.source_file.exists():
+        print(f"no batch {args.key} in this work folder", file=sys.stderr)
+        return 2
+    print("PHI: the folder name may name a patient; keep it on this host, out of tickets and mail", file=sys.stderr)
+    print(b.folder())
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Make named batches, or every batch in error, run again from the start at the next run."""
+    keys = list(args.keys)
+    if args.errors:
+        keys += [k for k in batches.known_keys() if batches.status(batches.batch(k))[0] == "error"]
+    unknown = [k for k in keys if not batches.batch(k).source_file.exists()]
+    if unknown:
+        print(f"no batch {unknown[0]} in this work folder", file=sys.stderr)
+        return 2
+    refused = [k for k in sorted(set(keys)) if not batches.retry(batches.batch(k))]
+    for key in refused:
+        print(f"batch {key} is uploaded; python -m sendit_luigi reprocess {key} makes it again")
+    print(f"{len(set(keys)) - len(refused)} batches will run again from the start at the next run")
+    return 1 if refused else 0
 
 
 def cmd_reprocess(args: argparse.Namespace) -> int:
@@ -169,8 +210,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Charts of throughput, time per stage, sizes and errors, with GB/day and batches/hour."""
     out = Path(args.output) if args.output else config.sendit.get().work_path()
     png, page = metrics.report(batches.known_keys(), out)
-    figures = metrics.throughput(metrics.frame(batches.known_keys()))
-    print(f"{figures['gb_per_day']:.2f} GB/day, {figures['batches_per_hour']:.1f} batches/hour; wrote {page} and {png}")
+    figures = metrics.throughput(metrics.last_run(metrics.frame(batches.known_keys())))
+    rate = f"{figures['gb_per_day']:.2f} GB/day, {figures['batches_per_hour']:.1f} batches/hour"
+    print(f"last run: {rate}; wrote {page} and {png}")
     return 0
 
 
@@ -223,9 +265,20 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample_data)
 
     s = sub.add_parser("status", help="per-batch status from the checkpoints (no scheduler needed)")
+    s.add_argument("key", nargs="?", help="one batch: its stages, times and errors")
     s.add_argument("--only", choices=batches.STATUSES, help="only batches with this status")
     s.add_argument("--errors", action="store_true", help="list each batch's error messages instead")
+    s.add_argument("--summary", action="store_true", help="counts, sizes, the last run's rate and ETA, last errors")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("where", help="print one batch's input folder (PHI: for the operator on this host)")
+    s.add_argument("key")
+    s.set_defaults(func=cmd_where)
+
+    s = sub.add_parser("retry", help="run batches again from the start at the next run")
+    s.add_argument("keys", nargs="*", help="batch keys")
+    s.add_argument("--errors", action="store_true", help="every batch that ended in error")
+    s.set_defaults(func=cmd_retry)
 
     s = sub.add_parser("profile", help="what happens to each attribute of PS3.15 Table E.1-1 (markdown)")
     s.add_argument("--summary", action="store_true", help="counts by outcome, with examples (README's table)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
+from .inputs import input_signature
 from .workdir import Keyed, load_secret, private_dir, read_json, read_json_or_none, write_json
 
 KEY_LENGTH = 16
@@ -184,6 +185,25 @@ def reprocess(b: Batch) -> bool:
     return True
 
 
+def retry(b: Batch) -> bool:
+    """Make ``b`` run again from stage 1 at the next run; False for an uploaded batch (see ``reprocess``)."""
+    if b.uploaded_file.exists():
+        return False
+    for path in (b.headers_file, b.identifiers_file, b.result_file, b.tarball, b.upload_error_file):
+        path.unlink(missing_ok=True)
+    return True
+
+
+def retry_if_changed(b: Batch) -> bool:
+    """Retry a batch that ended in error or empty, if its input changed since (file list, sizes, times)."""
+    result = read_json_or_none(b.result_file)
+    if not result or result["status"] not in ("error", "empty") or result.get("retryable") or "input" not in result:
+        return False  # retryable errors are tried again anyway, from the stage that failed
+    if input_signature(b.folder()) == result["input"]:
+        return False
+    return retry(b)
+
+
 def upload_settled(b: Batch) -> bool:
     """Nothing is left to do for this batch in this run: processed, and uploaded unless it ended
     empty or in error. An upload that failed during this run is tried again at the next."""
@@ -222,6 +242,24 @@ class Outcome:
         counts = ", ".join(f"{n} {what}" for n, what in parts if n)
         return f"{self.total} batches: {counts or 'none'}"
 
+    def add(self, b: Batch, state: str, result: dict | None) -> None:
+        """Count one batch, whose ``status()`` is ``state`` and ``result``."""
+        if state == "uploaded":
+            self.uploaded += 1
+        elif state == "done processing":
+            if b.upload_error_file.exists():
+                self.upload_failed += 1
+            else:
+                self.not_uploaded += 1
+        elif state == "empty":
+            self.empty += 1
+        elif state == "error":
+            self.error += 1
+            if result and result.get("stages", {}).get("anonymize", {}).get("end", 0) >= RUN_STARTED:
+                self.error_this_run += 1
+        else:  # waiting, or queued or processing: the run did not get to it
+            self.waiting += 1
+
     def problem(self, fail_on_batch_errors: bool) -> str:
         """Why the run should end non-zero, or "" when it should not."""
         reasons = []
@@ -241,22 +279,5 @@ def outcome(group: list[Batch]) -> Outcome:
     """Count ``group`` by status, read from the checkpoint files alone."""
     out = Outcome(total=len(group))
     for b in group:
-        state, result = status(b)
-        if state == "uploaded":
-            out.uploaded += 1
-        elif state == "done processing":
-            if b.upload_error_file.exists():
-                out.upload_failed += 1
-            else:
-                out.not_uploaded += 1
-        elif state == "empty":
-            out.empty += 1
-        elif state == "waiting":
-            out.waiting += 1
-        elif state == "error":
-            out.error += 1
-            if result and result.get("stages", {}).get("anonymize", {}).get("end", 0) >= RUN_STARTED:
-                out.error_this_run += 1
-        else:  # queued or processing: the run did not get to it
-            out.waiting += 1
+        out.add(b, *status(b))
     return out

@@ -1,27 +1,24 @@
-"""A dry run: which batches a run would take, and what each would produce. Writes nothing.
+"""A dry run: which batches a run would take, and what each would produce.
 
 ``luigi --module sendit_luigi ProcessAll --dry-run`` (or ``python -m sendit_luigi
-dry-run``). Batches are named by their keys only. Before the first real run there
-is no secret key yet; keys are then shown from a throw-away key and marked so.
+dry-run``). Batches are named by their keys only. It writes nothing that holds PHI:
+only the secret key, on first use (the real run would make the same one), so that
+the keys it lists are the keys the real run uses, and ``--max-batches N`` lists
+exactly the batches the real run takes.
 """
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from . import config
-from .batches import batch, scan, status, upload_settled
+from .batches import batch, keyed, scan, status, upload_settled
 from .inputs import walk_files
 from .storage import object_name
-from .workdir import Keyed, _parse_secret
 
 
 def plan(max_batches: int = 0) -> dict:
-    secret = config.sendit.get().secret_path()
-    provisional = not secret.exists()
-    hasher = Keyed(secrets.token_hex(32).encode() if provisional else _parse_secret(secret))
-    found = scan(hasher)
+    found = scan(keyed())  # creates the secret key on first use: it holds no PHI, and keys are then stable
     rows = []
     for key in sorted(found):
         b = batch(key)
@@ -44,13 +41,13 @@ def plan(max_batches: int = 0) -> dict:
                 "files": len(files),
                 "megabytes": sum(p.stat().st_size for p in files if p.is_file()) / 1e6,
                 "output": output,
-                "settled": not provisional and b.dir.exists() and upload_settled(b),
+                "settled": b.dir.exists() and upload_settled(b),
             }
         )
     todo = [r for r in rows if not r["settled"]]
     if max_batches > 0:
         todo = todo[:max_batches]
-    return {"provisional": provisional, "batches": rows, "todo": todo}
+    return {"batches": rows, "todo": todo}
 
 
 def render(p: dict) -> str:
@@ -58,8 +55,6 @@ def render(p: dict) -> str:
         "Dry run: nothing is written.",
         f"{len(p['batches'])} batches found; this run would work on {len(p['todo'])}:",
     ]
-    if p["provisional"]:
-        lines.append("(no secret key yet: the keys below are provisional and will differ in the real run)")
     for r in p["todo"]:
         lines.append(
             f"  {r['key']}  {r['status']:<15} {r['files']:>6} files {r['megabytes']:>9.1f} MB  -> {r['output']}"

@@ -9,6 +9,7 @@ tell that it packs exactly the file whose header stage 1 read.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap
 import os
@@ -60,6 +61,21 @@ def walk_files(folder: Path) -> Iterator[Path]:
         dirs.sort()
         for name in sorted(files):
             yield Path(root) / name
+
+
+def input_signature(folder: Path) -> str:
+    """A digest of the folder's file list, sizes and modification times: it changes when the input does.
+
+    An errored batch whose signature changed is read again by itself (``batches.retry_if_changed``).
+    """
+    digest = hashlib.sha256()
+    try:
+        for path in walk_files(folder):
+            st = os.lstat(path)
+            digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except OSError:
+        return "unreadable"
+    return digest.hexdigest()[:32]
 
 
 def open_input(path: Path, roots: list[Path]) -> tuple[bytes | Path, Fingerprint]:

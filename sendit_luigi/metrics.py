@@ -29,7 +29,9 @@ COLUMNS = [
     "error",
     "errors",
     "recipe",
+    "run",
 ]
+TIMES = [f"{stage}_{part}" for stage in STAGES for part in ("start", "end")]
 
 
 def batch_row(key: str) -> dict:
@@ -49,6 +51,7 @@ def batch_row(key: str) -> dict:
         files_skipped=len(result.get("skipped", [])),
         files_cleaned=len(result.get("pixels_cleaned", [])),
         recipe=result.get("recipe_hash", ""),
+        run=result.get("run", ""),
         bytes_in=result["bytes_in"],
         bytes_out=result["bytes_out"],
         error=result.get("error", ""),
@@ -75,13 +78,19 @@ def frame(keys: list[str]) -> pd.DataFrame:
     df = pd.DataFrame([batch_row(k) for k in keys], columns=COLUMNS)
     for col in ("files", "files_error", "files_quarantined", "files_skipped", "files_cleaned", "bytes_in", "bytes_out"):
         df[col] = df[col].fillna(0).astype("int64")
-    for col in ("error", "errors", "recipe"):
+    for col in ("error", "errors", "recipe", "run"):
         df[col] = df[col].fillna("")
     return df
 
 
 def render_csv(keys: list[str]) -> bytes:
-    return frame(keys).to_csv(index=False, float_format="%.3f").encode()
+    """The CSV: times as ISO 8601 in UTC with milliseconds (``2026-11-26T17:19:20.123+00:00``)."""
+    df = frame(keys)
+    for col in TIMES:
+        df[col] = pd.to_datetime(df[col], unit="s", utc=True).map(
+            lambda t: "" if pd.isna(t) else t.isoformat(timespec="milliseconds")
+        )
+    return df.to_csv(index=False, float_format="%.3f").encode()
 
 
 def summary(df: pd.DataFrame) -> str:
@@ -94,8 +103,20 @@ def metrics_path(work_dir: Path) -> Path:
     return work_dir / "metrics.csv"
 
 
+def last_run(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the most recent run that processed batches (all rows, for work folders older than runs)."""
+    runs = df[df["run"] != ""]
+    if runs.empty:
+        return df
+    latest = runs.loc[runs["anonymize_end"].idxmax(), "run"]
+    return df[df["run"] == latest]
+
+
 def throughput(df: pd.DataFrame) -> dict[str, float]:
-    """sendit's figures: GB a day and batches an hour, over the span the batches were processed in."""
+    """sendit's figures: GB a day and batches an hour, over the span one run processed its batches in.
+
+    Pass one run's rows (``last_run``): across runs, the hours between them would count as work.
+    """
     done = df[df["anonymize_end"].notna()]
     if done.empty:
         return {"batches": 0, "gigabytes": 0.0, "hours": 0.0, "gb_per_day": 0.0, "batches_per_hour": 0.0}
@@ -121,7 +142,7 @@ def report(keys: list[str], out_dir: Path) -> tuple[Path, Path]:
     import matplotlib.pyplot as plt
 
     df = frame(keys)
-    figures = throughput(df)
+    figures = throughput(last_run(df))
     fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
     done = df[df["anonymize_end"].notna()].sort_values("anonymize_end")
     if not done.empty:
@@ -134,16 +155,28 @@ def report(keys: list[str], out_dir: Path) -> tuple[Path, Path]:
     ax[0, 1].set(title="Time per stage (mean per batch)", ylabel="seconds")
     ax[1, 0].hist(df["bytes_in"] / 1e6, bins=20)
     ax[1, 0].set(title="Batch sizes", xlabel="MB in", ylabel="batches")
-    counts = df["status"].value_counts()
-    ax[1, 1].bar(list(counts.index) + ["file errors"], list(counts.values) + [int(df["files_error"].sum())])
-    ax[1, 1].set(title="Batches by status; file errors", ylabel="count")
-    fig.suptitle(f"sendit-luigi: {figures['gb_per_day']:.2f} GB/day, {figures['batches_per_hour']:.1f} batches/hour")
+    problems = {
+        "batches in error": int((df["status"] == "error").sum()),
+        "empty batches": int((df["status"] == "empty").sum()),
+        "file errors": int(df["files_error"].sum()),
+        "files quarantined": int(df["files_quarantined"].sum()),
+    }
+    ax[1, 1].bar(list(problems), list(problems.values()), color="tab:red")  # their own scale, not next to 10,000
+    ax[1, 1].set(title=f"Errors ({summary(df)})", ylabel="count")
+    ax[1, 1].yaxis.get_major_locator().set_params(integer=True)
+    ax[1, 1].tick_params(axis="x", labelsize=8)
+    fig.suptitle(
+        f"sendit-luigi, last run: {figures['gb_per_day']:.2f} GB/day, {figures['batches_per_hour']:.1f} batches/hour"
+    )
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "report.png"
     fig.savefig(png, dpi=90)
     plt.close(fig)
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:,.2f}</td></tr>" for k, v in figures.items())
+    rows = "".join(
+        f"<tr><th>last run: {html.escape(k)}</th><td>{v if isinstance(v, int) else f'{v:,.2f}'}</td></tr>"
+        for k, v in figures.items()
+    )
     image = base64.b64encode(png.read_bytes()).decode()
     page = (
         f"<!doctype html><meta charset=utf-8><title>sendit-luigi report</title>"

@@ -126,7 +126,11 @@ RUN = Run(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}", ti
 def start(work_dir: Path, task_id: str, total: int) -> None:
     """Called by the scheduling process before task processes fork: they inherit it."""
     RUN.task_id, RUN.total = task_id, total
+    if total == 0:  # nothing to do: a rerun that does no work writes nothing
+        return
     RUN.path = private_dir(work_dir / "runs") / f"{RUN.name}.progress"
+    if not RUN.path.exists():
+        RUN.path.write_text(f"# {total} {RUN.started:.3f}\n")  # what status --summary reads back
 
 
 def record(task, batches: int, files: int, errors: int) -> None:
@@ -144,12 +148,46 @@ def record(task, batches: int, files: int, errors: int) -> None:
 
 def sum_run() -> tuple[int, int, int]:
     """(batches, files, errors) this run's task processes have finished so far."""
-    done = files = errors = 0
-    if RUN.path is not None and RUN.path.exists():
-        for line in RUN.path.read_text().splitlines():
-            b, f, e = (int(x) for x in line.split())
-            done, files, errors = done + b, files + f, errors + e
-    return done, files, errors
+    if RUN.path is None or not RUN.path.exists():
+        return 0, 0, 0
+    counts = read_run(RUN.path)
+    return counts.done, counts.files, counts.errors
+
+
+@dataclass
+class Counts:
+    """A run's progress file, read back: ``status --summary`` shows the last run's."""
+
+    total: int = 0
+    started: float = 0.0
+    updated: float = 0.0
+    done: int = 0
+    files: int = 0
+    errors: int = 0
+
+    def line(self) -> str:
+        seconds = max(self.updated - self.started, 1e-9)
+        if self.done >= self.total:
+            return f"{self.done}/{self.total} batches, {self.files / seconds:.0f} files/s, finished"
+        return run_message(self.done, self.total, self.files, self.errors, seconds)
+
+
+def read_run(path: Path) -> Counts:
+    counts = Counts(updated=path.stat().st_mtime)
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            total, started = line[1:].split()
+            counts.total, counts.started = int(total), float(started)
+            continue
+        b, f, e = (int(x) for x in line.split())
+        counts.done, counts.files, counts.errors = counts.done + b, counts.files + f, counts.errors + e
+    return counts
+
+
+def last_run(work_dir: Path) -> Counts | None:
+    """The progress of the most recent run that did work, or None."""
+    runs = sorted((work_dir / "runs").glob("*.progress"), key=lambda p: p.stat().st_mtime)
+    return read_run(runs[-1]) if runs else None
 
 
 def run_line() -> str:

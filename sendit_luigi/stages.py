@@ -39,6 +39,8 @@ from .deidentify import (
 from .errors import BatchError, describe, file_error, redact
 from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
+from .inputs import input_signature
+from .progress import RUN
 from .storage import metadata_row
 from .workdir import (
     Keyed,
@@ -260,6 +262,9 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
             result.update(status="error", retryable=True, at=time.time(), error=f"{text}; tried again at the next run")
     result["files_error"] = len(result["errors"])
     result["stages"]["anonymize"] = _timing(start)
+    result["run"] = RUN.name
+    if result["status"] in ("error", "empty") and not result.get("retryable"):  # retried once the input changes
+        result["input"] = input_signature(b.folder())
     if result["status"] != "done":
         b.tarball.unlink(missing_ok=True)
     write_json(b.result_file, result)

@@ -119,20 +119,26 @@ class BatchTask(Reported, luigi.Task):
     def batches(self) -> list[batches.Batch]:
         return [batches.batch(k) for k in progress.group_keys(self.key)]
 
-    def tell(self, b: batches.Batch, message: str, percent: int | None = None) -> None:
+    def tell(self, b: batches.Batch, message: str) -> None:
         """Show ``message`` on batch ``b``'s own task in luigid (not on the whole group's)."""
-        progress.tell(self, type(self)(key=b.key).task_id, message, percent)
+        progress.tell(self, type(self)(key=b.key).task_id, message)
 
-    def reporter(self, stage: str, b: batches.Batch):
-        """A per-file progress callback for batch ``b``, shown on its own task: at most two messages a second."""
+    def advance(self, done: float) -> None:
+        """The group's progress bar (luigid copies it to the group's batches): ``done`` batches of the group."""
+        self.set_progress_percentage(round(100 * done / len(self.batches())))
+
+    def reporter(self, stage: str, index: int):
+        """A per-file progress callback for batch ``index`` of the group: at most two messages a second."""
         last = [0.0]
+        b = self.batches()[index]
 
         def report(done: int, files: int, errors: int) -> None:
             now = time.monotonic()
             if done < files and now - last[0] < 0.5:
                 return
             last[0] = now
-            self.tell(b, f"{b.key}: {stage}: {done}/{files} files, {errors} errors", round(100 * done / max(files, 1)))
+            self.tell(b, f"{b.key}: {stage}: {done}/{files} files, {errors} errors")
+            self.advance(index + (done / files if files else 1))
 
         return report
 
@@ -144,9 +150,10 @@ class ExtractHeaders(BatchTask):
         return [luigi.LocalTarget(str(b.headers_file)) for b in self.batches()]
 
     def run(self):
-        for b in self.batches():
-            headers = stages.extract(b, self.reporter("reading headers", b))
-            self.tell(b, progress.headers_message(b.key, headers), 100)
+        for i, b in enumerate(self.batches()):
+            headers = stages.extract(b, self.reporter("reading headers", i))
+            self.tell(b, progress.headers_message(b.key, headers))
+            self.advance(i + 1)
 
 
 class GetIdentifiers(BatchTask):
@@ -165,9 +172,11 @@ class GetIdentifiers(BatchTask):
         group = self.batches()
         for b in group:
             self.tell(b, f"{b.key}: asking the identifiers backend (one call for {len(group)} batches)")
+        self.set_progress_percentage(50)  # two steps: the request is sent; the reply is in
         records = stages.assign(group)
         for b in group:
-            self.tell(b, progress.identifiers_message(b.key, records[b.key]), 100)
+            self.tell(b, progress.identifiers_message(b.key, records[b.key]))
+        self.advance(len(group))
 
 
 class Anonymize(BatchTask):
@@ -185,9 +194,10 @@ class Anonymize(BatchTask):
     def run(self):
         group = self.batches()
         files = errors = 0
-        for b in group:
-            result = stages.anonymize(b, self.reporter("de-identifying", b))
-            self.tell(b, progress.result_message(b.key, result), 100)
+        for i, b in enumerate(group):
+            result = stages.anonymize(b, self.reporter("de-identifying", i))
+            self.tell(b, progress.result_message(b.key, result))
+            self.advance(i + 1)
             files += result["files"]
             errors += result["status"] == "error"
         progress.record(self, len(group), files, errors)
@@ -211,6 +221,8 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         """This run's batches: all of them, or the next ``max_batches`` not yet settled."""
         if not hasattr(self, "_keys"):
             keys = self.all_keys()
+            for key in keys:  # a batch in error whose input changed since is read again
+                batches.retry_if_changed(batches.batch(key))
             if self.max_batches > 0:
                 keys = [k for k in keys if not batches.upload_settled(batches.batch(k))][: self.max_batches]
             self._keys = keys

