@@ -131,3 +131,21 @@ def test_metrics_have_iso_times_a_run_column_and_the_report_counts_per_run(pipe)
     page = (pipe.work / "report.html").read_text()
     assert "last run" in page and "<td>1</td>" in page  # the last run's batches, as an integer
     shutil.rmtree(pipe.work / "groups", ignore_errors=True)
+
+
+def test_stage_2_seconds_are_each_batchs_share_of_its_groups_call(pipe):
+    """Seen: each batch carried its whole group's time, so the column added up to 20 times the truth."""
+    for n in range(1, 7):
+        pipe.add(make_study(n), files=1, nested=False)
+    pipe.settings["sendit.group_size"] = "3"
+    assert pipe.run(workers=1).code == 0
+    records = [json.loads((d / "identifiers.json").read_text()) for d in pipe.batch_dirs().values()]
+    groups: dict[float, list[dict]] = {}
+    for record in records:
+        groups.setdefault(record["stage"]["start"], []).append(record)
+    assert len(groups) == 2  # two calls, of three batches each
+    for members in groups.values():
+        whole = members[0]["stage"]["group_seconds"]
+        assert abs(sum(m["stage"]["seconds"] for m in members) - whole) < 0.01
+    df = pd.read_csv(pipe.work / "metrics.csv")
+    assert abs(df["identifiers_seconds"].sum() - sum(g[0]["stage"]["group_seconds"] for g in groups.values())) < 0.01
