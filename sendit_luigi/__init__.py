@@ -30,6 +30,7 @@ from .tasks import (  # noqa: E402
     GetIdentifiers,
     ProcessAll,
     ProcessBatches,
+    ProcessChunk,
     UploadAll,
     UploadShard,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "GetIdentifiers",
     "ProcessAll",
     "ProcessBatches",
+    "ProcessChunk",
     "UploadAll",
     "UploadShard",
 ]

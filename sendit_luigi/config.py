@@ -104,6 +104,10 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
         default=20,
         description="At most this many batches run inside one Luigi task run (Luigi batching).",
     )
+    chunk_size = luigi.IntParameter(
+        default=500,
+        description="Batches a ProcessChunk task hands to the scheduler at a time (Luigi dynamic dependencies).",
+    )
     compress_level = luigi.IntParameter(
         default=1,
         description="gzip level of study tarballs, 0-3 (ISA-L): 1 is fast, 3 is a little smaller.",
@@ -337,6 +341,7 @@ class SettingsError(ValueError):
 
 RANGES = {  # (section, key): (lowest, highest or None)
     ("sendit", "group_size"): (1, None),
+    ("sendit", "chunk_size"): (1, None),
     ("sendit", "compress_level"): (0, 3),
     ("sendit", "min_free_gb"): (0, None),
     ("identifiers", "max_jitter_days"): (1, 3650),

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 import sys
 import time
 import traceback
@@ -111,6 +112,8 @@ class BatchTask(Reported, luigi.Task):
         if not values["label"]:
             values["label"] = progress.group_label(progress.group_keys(values["key"]))
         return list(values.items())
+
+    priority = 10  # before the next ProcessChunk (0): the batches of the chunks in flight go first
 
     @property
     def max_batch_size(self) -> int:
@@ -231,7 +234,31 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         return self._keys
 
     def requires(self):
-        return [Anonymize(k) for k in self.batch_keys()]
+        size = max(config.sendit.get().chunk_size, 1)
+        return [ProcessChunk(self.max_batches, i) for i in range(math.ceil(len(self.batch_keys()) / size))]
+
+
+class ProcessChunk(Reported, luigi.Task):
+    """``[sendit] chunk_size`` of this run's batches, in key order: it yields their tasks when it runs.
+
+    With Luigi's dynamic dependencies the scheduler holds the tasks of the chunks in
+    flight, not those of the whole archive: its cost per batch stays flat from a
+    thousand batches to a hundred thousand. The per-batch tasks outrank the chunks, so
+    a worker starts the next chunk only when the chunks in flight leave it idle.
+    """
+
+    max_batches = luigi.IntParameter(default=0)
+    index = luigi.IntParameter(description="Which chunk of this run's batches, in key order.")
+
+    def keys(self) -> list[str]:
+        size = max(config.sendit.get().chunk_size, 1)
+        return ProcessBatches(self.max_batches).batch_keys()[self.index * size : (self.index + 1) * size]
+
+    def complete(self):
+        return all(batches.processed(batches.batch(k)) for k in self.keys())
+
+    def run(self):
+        yield [Anonymize(k) for k in self.keys()]
 
 
 class UploadShard(Reported, luigi.Task):

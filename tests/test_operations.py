@@ -56,6 +56,7 @@ def test_luigid_shows_progress_and_never_a_patient_id(pipe, luigid):
 def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe, luigid, tmp_path):
     add_studies(pipe, 12, 5)
     pipe.settings["sendit.group_size"] = "1"
+    pipe.settings["sendit.chunk_size"] = "3"  # a process works on the chunks it hands to luigid: four of them
     pipe.settings["retcode.already_running"] = "0"  # as in docker/luigi.cfg: sharing the work is normal
     # Each DASHER call takes 0.3 s, so one process alone needs over 3 s for stage 2: the second one,
     # a second or so behind it, always finds work left, however fast the machine is.
