@@ -44,23 +44,6 @@ def end_to_end(root: Path, batches: int, files: int, repeats: int = 3) -> dict:
     return out
 
 
-def scheduler_scale(root: Path, batches: int) -> dict:
-    """Benchmark 3: scheduling with everything to do (empty batches), then a no-op rerun."""
-    (root / "input").mkdir(parents=True)
-    for n in range(batches):
-        (root / "input" / f"EMPTY{n:06d}").mkdir()
-    first = harness.luigi(root, workers=1, extra={"sendit.group_size": "100"})
-    work = harness.stage_seconds(root)
-    again = harness.luigi(root, workers=1, extra={"sendit.group_size": "100"})
-    return {
-        "batches": batches,
-        "todo_wall": first["wall"],
-        "todo_task_seconds": work,
-        "todo_overhead": max(0.0, first["wall"] - work) / first["wall"],
-        "noop_wall": again["wall"],
-    }
-
-
 def memory(root: Path, sizes_mb: tuple[int, ...] = (256, 2048), frames_per_file: int = 200) -> dict:
     """Benchmark 4: peak RSS for batches of multi-frame files of growing total size."""
     out = {}

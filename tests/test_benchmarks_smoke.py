@@ -23,7 +23,7 @@ def test_every_benchmark_runs_and_writes_its_table(tmp_path):
     for heading in (
         "De-identification throughput",
         "End-to-end ProcessAll",
-        "Scheduler scale",
+        "Cost per batch as the archive grows",
         "Memory",
         "Upload to the emulators",
         "Metadata rows to BigQuery",

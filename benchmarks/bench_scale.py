@@ -1,0 +1,119 @@
+"""Benchmark 3: cost per batch as the archive grows, with the local scheduler and with luigid.
+
+One-file batches (small mix), the shipped settings (``group_size = 20``,
+``chunk_size = 500``) and ``--workers 2``, as an operator would run them. For each
+size: the wall time and its cost per batch, the seconds before the first task
+started, a no-op rerun, and ``status --summary``; against luigid also its peak
+memory and the slowest ``/api/task_list`` answer seen during the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from . import harness
+from .dataset import make_batches
+
+sys.path.insert(0, str(harness.REPO / "tests"))  # the real luigid helper the tests use
+
+
+def run(root: Path, sizes: tuple[int, ...], schedulers: tuple[str, ...] = ("local", "luigid")) -> list[dict]:
+    source = root / "source"
+    make_batches(source, max(sizes), 1, "small")
+    names = sorted(p.name for p in source.iterdir())
+    out = []
+    for scheduler in schedulers:
+        for n in sizes:
+            run_root = root / f"{scheduler}-{n}"
+            (run_root / "input").mkdir(parents=True)
+            for name in names[:n]:
+                shutil.copytree(source / name, run_root / "input" / name)
+            out.append({"batches": n, "scheduler": scheduler, **measure(run_root, scheduler)})
+            shutil.rmtree(run_root)
+    return out
+
+
+def measure(root: Path, scheduler: str) -> dict:
+    server = None
+    if scheduler == "luigid":
+        from conftest import Luigid
+
+        (root / "luigid").mkdir()
+        server = Luigid(root / "luigid")
+    try:
+        first = timed_run(root, server)
+        noop = timed_run(root, server)
+        start = time.perf_counter()
+        summary = subprocess.run(
+            [sys.executable, "-m", "sendit_luigi", "status", "--summary"],
+            cwd=root,
+            env=dict(os.environ, LUIGI_CONFIG_PATH=str(root / "luigi.cfg"), PYTHONPATH=str(harness.REPO)),
+            capture_output=True,
+            check=True,
+        )
+        summary_s = time.perf_counter() - start
+        assert summary.stdout
+    finally:
+        if server is not None:
+            server.stop()
+    return {
+        "wall": first["wall"],
+        "first_task_s": first["first_task_s"],
+        "noop_wall": noop["wall"],
+        "summary_s": summary_s,
+        "luigid_peak_mb": first.get("luigid_peak_mb"),
+        "task_list_max_s": first.get("task_list_max_s"),
+    }
+
+
+def timed_run(root: Path, server) -> dict:
+    """Run ProcessAll; note when the first per-batch task started, and sample luigid while it runs."""
+    cfg = harness.write_cfg(root)
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(harness.REPO))
+    where = (
+        ["--local-scheduler"]
+        if server is None
+        else ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(server.port)]
+    )
+    command = harness.luigi_command("ProcessAll", *where, "--workers", "2", "--log-level", "INFO")
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    samples = {"peak_kb": 0, "task_list_max_s": 0.0}
+    stop = threading.Event()
+    if server is not None:
+        threading.Thread(target=sample_luigid, args=(server, samples, stop), daemon=True).start()
+    first_task = None
+    tail: list[str] = []
+    for line in proc.stderr:
+        if first_task is None and " running " in line and "(key=" in line:
+            first_task = time.perf_counter() - start
+        tail = (tail + [line])[-40:]
+    code = proc.wait()
+    wall = time.perf_counter() - start
+    stop.set()
+    if code != 0:
+        raise RuntimeError(f"ProcessAll exited {code}:\n{''.join(tail)}")
+    out = {"wall": wall, "first_task_s": first_task}
+    if server is not None:
+        out.update(luigid_peak_mb=samples["peak_kb"] / 1024, task_list_max_s=samples["task_list_max_s"])
+    return out
+
+
+def sample_luigid(server, samples: dict, stop: threading.Event) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while not stop.is_set():
+        for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                samples["peak_kb"] = max(samples["peak_kb"], int(line.split()[1]))
+        start = time.perf_counter()
+        with opener.open(f"{server.url}/api/task_list", timeout=60) as reply:
+            reply.read()
+        samples["task_list_max_s"] = max(samples["task_list_max_s"], time.perf_counter() - start)
+        stop.wait(2.0)
