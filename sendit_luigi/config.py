@@ -330,6 +330,10 @@ class upload(Section):  # noqa: N801
         default=100,
         description="Metadata rows sent in one insert (one BigQuery lookup and one streaming insert per this many).",
     )
+    threads = luigi.IntParameter(
+        default=8,
+        description="Tarballs a shard sends at once (uploading waits on the network, not the CPU).",
+    )
 
 
 # -- checking the settings before any work ------------------------------------------------
@@ -342,6 +346,7 @@ class SettingsError(ValueError):
 RANGES = {  # (section, key): (lowest, highest or None)
     ("sendit", "group_size"): (1, None),
     ("sendit", "chunk_size"): (1, None),
+    ("upload", "threads"): (1, 64),
     ("sendit", "compress_level"): (0, 3),
     ("sendit", "min_free_gb"): (0, None),
     ("identifiers", "max_jitter_days"): (1, 3650),

@@ -21,6 +21,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import alerts, claims, cleanup, config
@@ -364,7 +365,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
 # -- upload --------------------------------------------------------------------
 
 
-def upload(group: list[Batch], store) -> list[str]:
+def upload(group: list[Batch], store, threads: int = 1) -> list[str]:
     """Send done batches to ``store``: each tarball, then all their rows in one insert.
 
     Writes ``uploaded.json`` for each batch whose tarball and row are both in
@@ -379,19 +380,25 @@ def upload(group: list[Batch], store) -> list[str]:
         log.error("batch %s: upload failed: %s", b.key, text)
         failed.append(b.key)
 
-    for b in group:
+    def put(b: Batch) -> tuple[Batch, dict, dict, dict] | Exception | None:
         # this stage's own half-written markers from a killed run (stage 3's are swept by stage 3)
         sweep_temporaries(b.dir, of=(b.uploaded_file.name, b.upload_error_file.name))
         result = read_json(b.result_file)
         if result["status"] != "done":
-            continue
+            return None
         start = time.time()
         try:
-            placed.append(
-                (b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)), _timing(start))
-            )
+            return b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)), _timing(start)
         except Exception as exc:  # noqa: BLE001 - recorded; the other batches go on
-            fail(b, exc)
+            return exc
+
+    # Tarballs go up several at once ([upload] threads): each waits on the network, not the CPU.
+    with ThreadPoolExecutor(max(1, min(threads, len(group)))) as pool:
+        for b, outcome in zip(group, pool.map(put, group), strict=True):
+            if isinstance(outcome, Exception):
+                fail(b, outcome)
+            elif outcome is not None:
+                placed.append(outcome)
     if not placed:
         return failed
     start = time.time()

@@ -291,7 +291,7 @@ class UploadShard(Reported, luigi.Task):
         for i in range(0, len(todo), step):
             self.set_status_message(f"uploading: {i}/{len(todo)} batches sent, {len(failed)} failed")
             self.set_progress_percentage(round(100 * i / len(todo)))
-            failed += stages.upload(todo[i : i + step], store)
+            failed += stages.upload(todo[i : i + step], store, config.upload.get().threads)
         self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
         self.set_progress_percentage(100)
 

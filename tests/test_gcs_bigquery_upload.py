@@ -322,3 +322,32 @@ def test_a_connection_cut_at_any_upload_call_ends_the_run_in_bounded_time_and_a_
     assert again.code == 0, again.output
     assert len(c.blobs()) == 2 and len(c.rows()) == 2  # nothing lost, nothing twice (also after a lost reply)
     assert set(pipe.metrics()["status"]) == {"uploaded"}
+
+
+def test_a_shard_sends_several_tarballs_at_once(gcs_pipe):
+    """Seen: one upload at a time per shard, although uploading waits on the network."""
+    import threading
+
+    pipe, c = gcs_pipe
+    for n in range(1, 5):
+        pipe.add(make_study(n), files=1, nested=False)
+    arrived: list[str] = []
+    both = threading.Event()
+
+    def hold_first_upload(method: str, path: str) -> str:
+        if path.startswith("/upload/"):
+            arrived.append(path)
+            if len(arrived) >= 2:
+                both.set()
+            both.wait(10)  # the first upload is held until a second one is in flight (10 s at most)
+        return ""
+
+    proxy = FaultyProxy(c.gcs_emulator.endpoint, cut=hold_first_upload)
+    pipe.settings.update({"storage.gcs_endpoint": proxy.endpoint, "upload.workers": "1", "upload.threads": "4"})
+    try:
+        run = pipe.run()
+    finally:
+        proxy.close()
+    assert run.code == 0, run.output
+    assert both.is_set(), "a second tarball was not sent while the first was in flight"
+    assert len(c.blobs()) == 4 and len(c.rows()) == 4
