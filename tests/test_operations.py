@@ -58,9 +58,10 @@ def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe,
     pipe.settings["sendit.group_size"] = "1"
     pipe.settings["sendit.chunk_size"] = "3"  # a process works on the chunks it hands to luigid: four of them
     pipe.settings["retcode.already_running"] = "0"  # as in docker/luigi.cfg: sharing the work is normal
-    # Each DASHER call takes 0.3 s, so one process alone needs over 3 s for stage 2: the second one,
-    # a second or so behind it, always finds work left, however fast the machine is.
-    with DasherServer(latency=0.3) as server:
+    pipe.settings["retcode.missing_data"] = "0"  # ... and so is a chunk in flight in the other process
+    # No timing: DASHER holds the first process inside its first chunk's stage 2 until the second
+    # process has registered with luigid, so the second always finds chunks left, however fast the machine.
+    with DasherServer() as server:
         pipe.settings.update(
             {
                 "identifiers.backend": "dasher",
@@ -68,9 +69,20 @@ def test_two_worker_processes_share_one_luigid_and_never_run_a_batch_twice(pipe,
                 "dasher.secrets_file": str(server.write_secrets(tmp_path / "secrets.json")),
             }
         )
+        server.hold()
         # On one host, a second luigi process needs --no-lock (Luigi's per-host lock); on two hosts it does not.
         first = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
-        second = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
+        try:
+            assert server.arrived.wait(120)
+            second = pipe.start("--no-lock", workers=1, scheduler_port=luigid.port)
+            # The first process's one worker is blocked in its DASHER call: a second call can only come
+            # from the second process, working on a chunk of its own.
+            deadline = time.time() + 120
+            while len(server.paths) < 2:
+                assert time.time() < deadline, "the second process never reached stage 2"
+                time.sleep(0.05)
+        finally:
+            server.release()
         assert first.wait(300) == 0 and second.wait(300) == 0
     ran = []  # per worker process: the batch keys whose Anonymize it ran
     for log in sorted(pipe.root.glob("run-*.log")):
