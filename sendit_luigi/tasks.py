@@ -6,20 +6,22 @@ by files in the batch's private work folder::
     ExtractHeaders(key) -> GetIdentifiers(key) -> Anonymize(key)
        headers.json        identifiers.json        study.tar.gz + result.json
 
-then, once every batch is processed::
+handed to the scheduler a chunk at a time, then, once every batch is processed::
 
-    ProcessBatches  (wrapper: requires Anonymize for every batch)
+    ProcessChunk(i)  (yields Anonymize for its [sendit] chunk_size batches when it runs)
+      <- ProcessBatches  (wrapper: requires every chunk)
       <- UploadShard(shard=i, shards=N) for i in 0..N-1   ([upload] workers = N)
       <- UploadAll   (wrapper)
       <- ExportMetrics  (work_dir/metrics.csv)
-      <- ProcessAll  (what you run: `luigi --module sendit_luigi ProcessAll`)
+      <- ProcessAll  (what you run: `luigi --module sendit_luigi ProcessAll`;
+                      it ends with the run's one-line batch summary)
 
 A batch is named only by its key, a keyed hash of its folder path, because
 Luigi shows parameters in task ids, logs and the luigid page, and folder names
 are accession numbers. Per-batch tasks are *batchable*: Luigi's scheduler hands
-a worker up to ``[sendit] group_size`` batches of one stage at a time, which
-keeps scheduling cheap for tens of thousands of batches; the key parameter then
-holds several keys joined by commas.
+a worker up to ``[sendit] group_size`` batches of one stage at a time; the key
+parameter of such a group is ``@`` and a digest naming its key list, and luigid
+shows its ``label``, the first key and how many more (``progress.py``).
 
 Problems with one file or one batch do not fail a task: they are recorded in
 the checkpoints (``status`` shows them) and the batch ends as ``error`` or
