@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import alerts, claims, cleanup, config
+from . import claims, cleanup, config
 from .batches import Batch
 from .deidentify import (
     Context,
@@ -272,8 +272,6 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     log.info("batch %s: %s, %d files, %d errors", b.key, result["status"], result["files"], result["files_error"])
     if result["status"] == "waiting":
         log.warning("batch %s %s", b.key, result["error"])
-    if result["status"] == "error" and config.alerts.get().on_batch_error:
-        alerts.batch_error(b.key, result["status"], result["error"])
     return result
 
 

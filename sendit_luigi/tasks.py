@@ -202,6 +202,8 @@ class Anonymize(BatchTask):
         for i, b in enumerate(group):
             result = stages.anonymize(b, self.reporter("de-identifying", i))
             self.tell(b, progress.result_message(b.key, result))
+            if result["status"] == "error" and config.alerts.get().on_batch_error:
+                alerts.batch_error(b.key, result["status"], result["error"])
             self.advance(i + 1)
             files += result["files"]
             errors += result["status"] == "error"
