@@ -99,21 +99,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def unknown(keys: list[str]) -> bool:
+    """Say so (and return True) when one of ``keys`` is no batch of this work folder."""
+    missing = [k for k in keys if not batches.batch(k).source_file.exists()]
+    if missing:
+        print(f"no batch {missing[0]} in this work folder", file=sys.stderr)
+    return bool(missing)
+
+
 def show_batch(key: str) -> int:
-    b = batches.batch(key)
-    if not b.source_file.exists():
-        print(f"no batch {key} in this work folder", file=sys.stderr)
+    if unknown([key]):
         return 2
-    print(views.one_batch(b, stages.recipe().hash))
+    print(views.one_batch(batches.batch(key), stages.recipe().hash))
     return 0
 
 
 def cmd_where(args: argparse.Namespace) -> int:
     """Print one batch's input folder (for the operator on the secure host)."""
-    b = batches.batch(args.key)
-    if not b.source_file.exists():
-        print(f"no batch {args.key} in this work folder", file=sys.stderr)
+    if unknown([args.key]):
         return 2
+    b = batches.batch(args.key)
     print("PHI: the folder name may name a patient; keep it on this host, out of tickets and mail", file=sys.stderr)
     print(b.folder())
     return 0
@@ -124,9 +129,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     keys = list(args.keys)
     if args.errors:
         keys += [k for k in batches.known_keys() if batches.status(batches.batch(k))[0] == "error"]
-    unknown = [k for k in keys if not batches.batch(k).source_file.exists()]
-    if unknown:
-        print(f"no batch {unknown[0]} in this work folder", file=sys.stderr)
+    if unknown(keys):
         return 2
     refused = [k for k in sorted(set(keys)) if not batches.retry(batches.batch(k))]
     for key in refused:

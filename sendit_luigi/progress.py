@@ -142,16 +142,8 @@ def record(task, batches: int, files: int, errors: int) -> None:
         os.write(fd, f"{batches} {files} {errors}\n".encode())  # one short append: whole, whoever else writes
     finally:
         os.close(fd)
-    done = sum_run()[0]
-    tell(task, RUN.task_id, run_line(), round(100 * done / RUN.total) if RUN.total else 100)
-
-
-def sum_run() -> tuple[int, int, int]:
-    """(batches, files, errors) this run's task processes have finished so far."""
-    if RUN.path is None or not RUN.path.exists():
-        return 0, 0, 0
     counts = read_run(RUN.path)
-    return counts.done, counts.files, counts.errors
+    tell(task, RUN.task_id, run_line(counts), round(100 * counts.done / RUN.total) if RUN.total else 100)
 
 
 @dataclass
@@ -190,10 +182,14 @@ def last_run(work_dir: Path) -> Counts | None:
     return read_run(runs[-1]) if runs else None
 
 
-def run_line() -> str:
-    """This run's progress: ``120/200 batches, 35 files/s, ETA 2 min, 1 error``."""
-    done, files, errors = sum_run()
-    return run_message(done, RUN.total, files, errors, time.time() - RUN.started)
+def run_line(counts: Counts | None = None) -> str:
+    """This run's progress: ``120/200 batches, 35 files/s, ETA 2 min, 1 error``.
+
+    ``counts`` is this run's progress file read back, when the caller has read it already.
+    """
+    if counts is None:
+        counts = read_run(RUN.path) if RUN.path is not None and RUN.path.exists() else Counts()
+    return run_message(counts.done, RUN.total, counts.files, counts.errors, time.time() - RUN.started)
 
 
 def run_message(done: int, total: int, files: int, errors: int, seconds: float) -> str:

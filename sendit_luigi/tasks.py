@@ -237,9 +237,14 @@ class ProcessBatches(Reported, luigi.WrapperTask):
             progress.start(config.sendit.get().work_path(), ProcessAll(max_batches=self.max_batches).task_id, todo)
         return self._keys
 
+    def chunk(self, index: int) -> list[str]:
+        """The batch keys of chunk ``index``: ``[sendit] chunk_size`` of this run's, in key order."""
+        size = config.sendit.get().chunk_size
+        return self.batch_keys()[index * size : (index + 1) * size]
+
     def requires(self):
-        size = max(config.sendit.get().chunk_size, 1)
-        return [ProcessChunk(self.max_batches, i) for i in range(math.ceil(len(self.batch_keys()) / size))]
+        chunks = math.ceil(len(self.batch_keys()) / config.sendit.get().chunk_size)
+        return [ProcessChunk(self.max_batches, i) for i in range(chunks)]
 
 
 class ProcessChunk(Reported, luigi.Task):
@@ -255,8 +260,7 @@ class ProcessChunk(Reported, luigi.Task):
     index = luigi.IntParameter(description="Which chunk of this run's batches, in key order.")
 
     def keys(self) -> list[str]:
-        size = max(config.sendit.get().chunk_size, 1)
-        return ProcessBatches(self.max_batches).batch_keys()[self.index * size : (self.index + 1) * size]
+        return ProcessBatches(self.max_batches).chunk(self.index)
 
     def complete(self):
         return all(batches.processed(batches.batch(k)) for k in self.keys())
