@@ -195,8 +195,12 @@ def parse_reply(reply: dict) -> dict[tuple[str, str], tuple[dict, dict]]:
             for item in entity["items"]:
                 check_result(item, 16)
                 out[(entity["id"], item["id"])] = (entity, item)
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:  # a key this code looked up: one of our own literals, never a value
         raise BatchError(f"DASHER's reply does not have the documented shape (missing {exc})", retryable=True) from None
+    except TypeError:  # its text would be the library's
+        raise BatchError(
+            "DASHER's reply does not have the documented shape (a field of the wrong type)", retryable=True
+        ) from None
     return out
 
 
