@@ -43,13 +43,18 @@ def uploaded(pipe: Pipeline) -> set[str]:
     return {d.name for d in (pipe.work / "batches").iterdir() if (d / "uploaded.json").exists()}
 
 
-def test_an_archive_larger_than_the_work_disk_finishes_in_several_runs(pipe, small_disk):
-    for n in range(1, 7):
+def archive_on_a_small_work_disk(pipe: Pipeline, small_disk, batches: int) -> None:
+    """``batches`` three-file batches; a work disk with room for the floor, the vault and checkpoints,
+    and about two batches; ``remove_after_upload`` on."""
+    for n in range(1, batches + 1):
         pipe.add(make_study(n), files=3, nested=False)
     batch = max(folder_bytes(f) for f in pipe.input.iterdir())
-    # room for the floor, the vault and checkpoints, and about two batches: not for six
     small_disk(pipe.work, int(FLOOR_GB * 1e9 + 2.5 * batch + 150_000))
     pipe.settings.update({"sendit.min_free_gb": str(FLOOR_GB), "sendit.remove_after_upload": "true"})
+
+
+def test_an_archive_larger_than_the_work_disk_finishes_in_several_runs(pipe, small_disk):
+    archive_on_a_small_work_disk(pipe, small_disk, 6)
     first = pipe.run()
     assert first.code != 0, first.output  # not everything is done, and the run says so
     assert "waiting for disk space" in first.output
@@ -68,11 +73,7 @@ def test_an_archive_larger_than_the_work_disk_finishes_in_several_runs(pipe, sma
 
 
 def test_max_batches_rounds_upload_what_they_processed(pipe, small_disk):
-    for n in range(1, 5):
-        pipe.add(make_study(n), files=3, nested=False)
-    batch = max(folder_bytes(f) for f in pipe.input.iterdir())
-    small_disk(pipe.work, int(FLOOR_GB * 1e9 + 2.5 * batch + 150_000))
-    pipe.settings.update({"sendit.min_free_gb": str(FLOOR_GB), "sendit.remove_after_upload": "true"})
+    archive_on_a_small_work_disk(pipe, small_disk, 4)
     for round_ in range(1, 5):
         assert pipe.run("--max-batches", "1").code == 0
         assert len(uploaded(pipe)) == round_
