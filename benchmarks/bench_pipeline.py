@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import harness
@@ -136,6 +140,116 @@ def metadata_rows(root: Path, batches: int) -> dict:
             out[f"wall_{per_request}"] = span
             out[f"rows_s_{per_request}"] = sent / span
     out["speedup"] = out["rows_s_100"] / out["rows_s_1"]
+    return out
+
+
+BARE_LOOP = """
+import sys, pathlib, pydicom
+src, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for folder in sorted(src.iterdir()):
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.remove_private_tags()
+        for keyword in ("PatientName", "PatientID", "AccessionNumber", "PatientBirthDate", "OtherPatientIDs"):
+            if keyword in ds:
+                setattr(ds, keyword, "ANON")
+        for keyword in ("StudyDate", "SeriesDate", "ContentDate", "AcquisitionDate"):
+            if keyword in ds:
+                setattr(ds, keyword, "20000101")
+        ds.save_as(out / f"{folder.name}-{path.name}", enforce_file_format=True)
+"""
+
+
+def small_job(root: Path, batches: int, files: int) -> dict:
+    """Benchmark 8: ``ProcessAll`` on a small job, start-up included, against a bare pydicom loop.
+
+    The loop (a new Python process) reads each file, removes private tags, overwrites the
+    names, ids and dates, and writes it: the least a de-identification can do. ``ProcessAll``
+    runs with the shipped settings and ``--workers 2``; the loop on one core, as one would write it.
+    """
+    make_batches(root / "input", batches, files, "small")
+    (root / "bare").mkdir()
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", BARE_LOOP, str(root / "input"), str(root / "bare")], check=True)
+    bare = time.perf_counter() - start
+    ours = harness.luigi(root, workers=2)["wall"]
+    return {"batches": batches, "files": batches * files, "bare": bare, "ours": ours, "ratio": ours / bare}
+
+
+def two_processes(root: Path, batches: int, files: int) -> dict:
+    """Benchmark 9: one ``luigi`` process against luigid, then two at once, each with ``--workers 1``.
+
+    Work-bound batches (``files`` each). A process takes work a chunk at a time, so the chunks are
+    two batches here (``[sendit] chunk_size = 2``), as they are 500 of a 100,000-batch archive.
+    """
+    from conftest import Luigid
+
+    make_batches(root / "source", batches, files, "small")
+    out: dict = {"batches": batches, "files": batches * files}
+    for processes in (1, 2):
+        run_root = root / f"p{processes}"
+        shutil.copytree(root / "source", run_root / "input")
+        (run_root / "luigid").mkdir()
+        server = Luigid(run_root / "luigid")
+        try:
+            extra = {"sendit.chunk_size": 2, "retcode.already_running": 0, "retcode.missing_data": 0}
+            cfg = harness.write_cfg(run_root, extra)
+            env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(harness.REPO))
+            command = harness.luigi_command(
+                "ProcessAll",
+                "--scheduler-host",
+                "127.0.0.1",
+                "--scheduler-port",
+                str(server.port),
+                "--workers",
+                "1",
+                "--no-lock",
+                "--log-level",
+                "INFO",
+            )
+            start = time.perf_counter()
+            procs = [
+                subprocess.Popen(command, cwd=run_root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for _ in range(processes)
+            ]
+            logs = [p.communicate()[1].decode() for p in procs]
+            out[f"wall_{processes}"] = time.perf_counter() - start
+        finally:
+            server.stop()
+        assert all(p.returncode == 0 for p in procs), logs
+        ran = [re.findall(r"batch ([0-9a-f]{16}): done, ", log) for log in logs]
+        assert sum(len(r) for r in ran) == batches and len(set().union(*map(set, ran))) == batches, "a batch ran twice"
+        out[f"share_{processes}"] = [len(r) for r in ran]
+        shutil.rmtree(run_root)
+    out["speedup"] = out["wall_1"] / out["wall_2"]
+    return out
+
+
+def upload_latency(root: Path, batches: int, latency: float = 0.05) -> dict:
+    """Benchmark 7: uploads to a distant bucket (``latency`` s added to every GCS request by a proxy).
+
+    One upload at a time (one shard, one thread, one Luigi worker) against the shipped settings
+    (``[upload] workers = 10`` shards of ``threads = 8``) with ``--workers 2``.
+    """
+    from emulators import FaultyProxy
+
+    make_batches(root / "input", batches, 1, "small")
+    harness.luigi(root, task="ProcessBatches", workers=2)
+    out: dict = {"batches": batches, "latency_ms": latency * 1000}
+    with cloud(root) as settings:
+        for name, workers, shards, threads in (("serial", 1, 1, 1), ("shipped", 2, 10, 8)):
+            cfg = settings(f"latency-{name}")
+            proxy = FaultyProxy(cfg["storage.gcs_endpoint"], latency=latency)
+            try:
+                cfg.update({"storage.gcs_endpoint": proxy.endpoint, "upload.workers": shards})
+                cfg["upload.threads"] = threads
+                span, sent = upload_phase(root, workers, cfg)
+            finally:
+                proxy.close()
+            assert sent == batches, f"{sent} of {batches} uploaded"
+            out[f"wall_{name}"] = span
+            out[f"requests_{name}"] = proxy.seen
+    out["speedup"] = out["wall_serial"] / out["wall_shipped"]
     return out
 
 

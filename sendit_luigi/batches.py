@@ -9,6 +9,7 @@ key-to-folder mapping lives in the private work directory (``source.json``).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ class Batch:
         return self.dir / "study.tar.gz"
 
     @property
+    def row_file(self) -> Path:
+        """The study's metadata row, as stage 3 made it (done batches only)."""
+        return self.dir / "row.json"
+
+    @property
     def result_file(self) -> Path:
         return self.dir / "result.json"
 
@@ -81,7 +87,12 @@ class Batch:
 
 
 def batch(key: str) -> Batch:
-    return Batch(key, config.sendit.get().work_path() / "batches" / key)
+    return Batch(key, _batches_root(config.sendit.get()) / key)
+
+
+@functools.lru_cache(maxsize=8)
+def _batches_root(settings: config.sendit) -> Path:
+    return settings.work_path() / "batches"  # once: ``batch`` is called for every batch, several times a run
 
 
 def keyed() -> Keyed:
@@ -180,7 +191,7 @@ def reprocess(b: Batch) -> bool:
     uploaded = read_json_or_none(b.uploaded_file)
     if uploaded and not b.replaces_file.exists():
         write_json(b.replaces_file, {"object": uploaded["object"], "md5": uploaded["md5"]})
-    for path in (b.uploaded_file, b.upload_error_file, b.result_file, b.tarball):
+    for path in (b.uploaded_file, b.upload_error_file, b.result_file, b.row_file, b.tarball):
         path.unlink(missing_ok=True)
     return True
 
@@ -189,14 +200,17 @@ def retry(b: Batch) -> bool:
     """Make ``b`` run again from stage 1 at the next run; False for an uploaded batch (see ``reprocess``)."""
     if b.uploaded_file.exists():
         return False
-    for path in (b.headers_file, b.identifiers_file, b.result_file, b.tarball, b.upload_error_file):
+    for path in (b.headers_file, b.identifiers_file, b.result_file, b.row_file, b.tarball, b.upload_error_file):
         path.unlink(missing_ok=True)
     return True
 
 
-def retry_if_changed(b: Batch) -> bool:
-    """Retry a batch that ended in error or empty, if its input changed since (file list, sizes, times)."""
-    result = read_json_or_none(b.result_file)
+def retry_if_changed(b: Batch, result: dict | None = None) -> bool:
+    """Retry a batch that ended in error or empty, if its input changed since (file list, sizes, times).
+
+    ``result`` is the batch's result record when the caller has read it already.
+    """
+    result = result if result is not None else read_json_or_none(b.result_file)
     if not result or result["status"] not in ("error", "empty") or result.get("retryable") or "input" not in result:
         return False  # retryable errors are tried again anyway, from the stage that failed
     if input_signature(b.folder()) == result["input"]:
@@ -204,10 +218,13 @@ def retry_if_changed(b: Batch) -> bool:
     return retry(b)
 
 
-def upload_settled(b: Batch) -> bool:
+def upload_settled(b: Batch, result: dict | None = None) -> bool:
     """Nothing is left to do for this batch in this run: processed, and uploaded unless it ended
-    empty or in error. An upload that failed during this run is tried again at the next."""
-    result = read_json_or_none(b.result_file)
+    empty or in error. An upload that failed during this run is tried again at the next.
+
+    ``result`` is the batch's result record when the caller has read it already.
+    """
+    result = result if result is not None else read_json_or_none(b.result_file)
     if not processed(b, result):
         return False
     if result["status"] != "done" or b.uploaded_file.exists():

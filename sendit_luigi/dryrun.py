@@ -64,6 +64,6 @@ def render(p: dict) -> str:
         lines.append(f"{done} other batches are done or left for a later run.")
     lines.append(
         f"work files: {config.sendit.get().work_path()}/batches/<key>/ "
-        "(headers.json, identifiers.json, study.tar.gz, result.json, uploaded.json)"
+        "(headers.json, identifiers.json, study.tar.gz, row.json, result.json, uploaded.json)"
     )
     return "\n".join(lines)

@@ -7,12 +7,16 @@ counts appear; error texts were already cleaned of PHI when they were recorded.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .batches import batch, status
 from .workdir import read_json_or_none
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 STAGES = ("headers", "identifiers", "anonymize", "upload")
 COLUMNS = [
@@ -75,6 +79,8 @@ def batch_row(key: str) -> dict:
 
 
 def frame(keys: list[str]) -> pd.DataFrame:
+    import pandas as pd  # here, not at the top: the operator commands that need no frame start faster
+
     df = pd.DataFrame([batch_row(k) for k in keys], columns=COLUMNS)
     for col in ("files", "files_error", "files_quarantined", "files_skipped", "files_cleaned", "bytes_in", "bytes_out"):
         df[col] = df[col].fillna(0).astype("int64")
@@ -85,6 +91,8 @@ def frame(keys: list[str]) -> pd.DataFrame:
 
 def render_csv(keys: list[str]) -> bytes:
     """The CSV: times as ISO 8601 in UTC with milliseconds (``2026-11-26T17:19:20.123+00:00``)."""
+    import pandas as pd
+
     df = frame(keys)
     for col in TIMES:
         df[col] = pd.to_datetime(df[col], unit="s", utc=True).map(
@@ -101,6 +109,44 @@ def summary(df: pd.DataFrame) -> str:
 
 def metrics_path(work_dir: Path) -> Path:
     return work_dir / "metrics.csv"
+
+
+def stamp_path(work_dir: Path) -> Path:
+    """Beside ``metrics.csv``: the state of the batch folders it was rendered from (``folders_stamp``)."""
+    return work_dir / "metrics.stamp"
+
+
+# Checkpoint times come from the kernel's coarse clock (a few ms); a folder changed this
+# recently may yet change again within the same tick without its time moving.
+SETTLE_NS = 100_000_000
+
+
+def folders_stamp(work_dir: Path) -> str | None:
+    """The number of batch folders and the newest change to any of them, or None if too recent to tell.
+
+    Every checkpoint is written by a rename into its batch's folder and removed by an unlink
+    from it; both move the folder's time. So two equal stamps mean that no metrics row can
+    have changed in between, and comparing them costs a ``stat`` a batch instead of reading
+    every checkpoint (seconds at 100,000 batches).
+    """
+    now = time.time_ns()
+    count = newest = 0
+    root = work_dir / "batches"
+    if root.is_dir():
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    count += 1
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+    return f"{count} {newest}" if newest < now - SETTLE_NS else None
+
+
+def settled_stamp(work_dir: Path, wait_s: float = 2.0) -> str | None:
+    """``folders_stamp``, waiting up to ``wait_s`` for a change that is still too recent to settle."""
+    deadline = time.monotonic() + wait_s
+    while (stamp := folders_stamp(work_dir)) is None and time.monotonic() < deadline:
+        time.sleep(SETTLE_NS / 1e9)
+    return stamp
 
 
 def last_run(df: pd.DataFrame) -> pd.DataFrame:
@@ -140,6 +186,7 @@ def report(keys: list[str], out_dir: Path) -> tuple[Path, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     df = frame(keys)
     figures = throughput(last_run(df))

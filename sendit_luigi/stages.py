@@ -11,7 +11,8 @@ Checkpoints, all in the batch's private work folder::
     headers.json       stage 1: per-file header data, per-file errors, PHI for the leak check
     identifiers.json   stage 2: coded patient id, coded accession, date shift (or an error)
     study.tar.gz       stage 3: the de-identified study
-    result.json        stage 3: status, counts, sizes, timings, errors, the metadata row
+    row.json           stage 3: the study's metadata row (done batches; written before result.json)
+    result.json        stage 3: status, counts, sizes, timings, errors
     uploaded.json      upload: where the tarball and the row went
 """
 
@@ -268,6 +269,9 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
         result["input"] = input_signature(b.folder())
     if result["status"] != "done":
         b.tarball.unlink(missing_ok=True)
+        b.row_file.unlink(missing_ok=True)
+    else:  # its own file: result.json stays small, and status, metrics and reruns read only that
+        write_json(b.row_file, result.pop("row"))
     write_json(b.result_file, result)
     log.info("batch %s: %s, %d files, %d errors", b.key, result["status"], result["files"], result["files_error"])
     if result["status"] == "waiting":
@@ -384,6 +388,7 @@ def upload(group: list[Batch], store, threads: int = 1) -> list[str]:
         result = read_json(b.result_file)
         if result["status"] != "done":
             return None
+        result.setdefault("row", read_json_or_none(b.row_file))  # work folders before row.json kept it inside
         start = time.time()
         try:
             return b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)), _timing(start)

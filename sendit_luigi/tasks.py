@@ -4,7 +4,7 @@ Per batch (one input sub-folder = one study), three tasks, each checkpointed
 by files in the batch's private work folder::
 
     ExtractHeaders(key) -> GetIdentifiers(key) -> Anonymize(key)
-       headers.json        identifiers.json        study.tar.gz + result.json
+       headers.json        identifiers.json        study.tar.gz + row.json + result.json
 
 handed to the scheduler a chunk at a time, then, once every batch is processed::
 
@@ -46,7 +46,7 @@ from . import alerts, batches, config, dryrun, logs, metrics, progress, stages
 from .errors import TaskFailed, describe
 from .identifiers import backend_module
 from .storage import check_settings, get_store
-from .workdir import lock_work_dir, write_bytes
+from .workdir import lock_work_dir, read_json_or_none, read_text_or_none, write_bytes
 
 
 class Reported:
@@ -227,13 +227,19 @@ class ProcessBatches(Reported, luigi.WrapperTask):
     def batch_keys(self) -> list[str]:
         """This run's batches: all of them, or the next ``max_batches`` not yet settled."""
         if not hasattr(self, "_keys"):
-            keys = self.all_keys()
-            for key in keys:  # a batch in error whose input changed since is read again
-                batches.retry_if_changed(batches.batch(key))
-            if self.max_batches > 0:
-                keys = [k for k in keys if not batches.upload_settled(batches.batch(k))][: self.max_batches]
+            keys, todo = [], 0
+            for key in self.all_keys():  # each result read once: at 100,000 batches, reads are the cost
+                b = batches.batch(key)
+                result = read_json_or_none(b.result_file)
+                if batches.retry_if_changed(b, result):  # a batch in error whose input changed is read again
+                    result = None
+                if self.max_batches > 0 and batches.upload_settled(b, result):
+                    continue
+                keys.append(key)
+                todo += not batches.processed(b, result)
+                if len(keys) == self.max_batches:
+                    break
             self._keys = keys
-            todo = sum(not batches.processed(batches.batch(k)) for k in keys)
             progress.start(config.sendit.get().work_path(), ProcessAll(max_batches=self.max_batches).task_id, todo)
         return self._keys
 
@@ -336,12 +342,22 @@ class ExportMetrics(Reported, luigi.Task):
     def complete(self):
         if not self.output().exists() or not all(r.complete() for r in luigi.task.flatten(self.requires())):
             return False
+        work = config.sendit.get().work_path()
+        stamp = metrics.folders_stamp(work)
+        if stamp is not None and stamp == read_text_or_none(metrics.stamp_path(work)):
+            return True  # no batch folder changed since the CSV was rendered
         with open(self.output().path, "rb") as fh:
             return fh.read() == self.rendered()
 
     def run(self):
+        work = config.sendit.get().work_path()
+        stamp = metrics.settled_stamp(work)  # before rendering: a change made meanwhile moves it
         keys = self.keys()
-        write_bytes(metrics.metrics_path(config.sendit.get().work_path()), metrics.render_csv(keys))
+        write_bytes(metrics.metrics_path(work), metrics.render_csv(keys))
+        if stamp is not None:
+            write_bytes(metrics.stamp_path(work), stamp.encode())
+        else:
+            metrics.stamp_path(work).unlink(missing_ok=True)
         summary = metrics.summary(metrics.frame(keys))
         self.set_status_message(summary)
         self.set_progress_percentage(100)

@@ -159,6 +159,13 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
+def read_text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
 def load_secret(path: Path) -> bytes:
     """Return the HMAC key at ``path``, creating it (0600) on first use.
 

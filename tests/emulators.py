@@ -171,17 +171,18 @@ class FaultyProxy:
 
     ``cut(method, path)`` may also name a fault for any request: ``"drop"`` closes the
     connection without sending it on; ``"lose"`` sends it on (the service does the work)
-    and closes the connection without passing the reply back.
+    and closes the connection without passing the reply back. ``latency`` seconds are
+    added to every request, as a distant service would (benchmark 7).
     """
 
-    def __init__(self, upstream: str, faults: int = 0, status: int = 503, cut=None):
+    def __init__(self, upstream: str, faults: int = 0, status: int = 503, cut=None, latency: float = 0.0):
         import http.client
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlparse
 
         self.faults, self.status, self.failed = faults, status, 0
-        self.cut, self.cuts = cut, 0
+        self.cut, self.cuts, self.latency = cut, 0, latency
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request seen
         target = urlparse(upstream)
         proxy = self
@@ -193,6 +194,8 @@ class FaultyProxy:
             def _forward(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy.requests.append((self.command, self.path))
+                if proxy.latency:
+                    time.sleep(proxy.latency)
                 fault = proxy.cut(self.command, self.path) if proxy.cut else ""
                 if fault == "drop":
                     proxy.cuts += 1

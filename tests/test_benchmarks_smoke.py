@@ -28,6 +28,9 @@ def test_every_benchmark_runs_and_writes_its_table(tmp_path):
         "Upload to the emulators",
         "Metadata rows to BigQuery",
         "DASHER",
+        "Uploads to a distant bucket",
+        "A small job, start-up included",
+        "Two processes against one luigid",
     ):
         assert f"{heading}" in text
     assert text.count("| ") > 20

@@ -43,7 +43,8 @@ class Cloud:
     def plant_other_bytes(self, batch_dir) -> str:
         """Put somebody else's bytes where the batch's tarball will go; return the object name."""
         result = json.loads((batch_dir / "result.json").read_text())
-        name = f"Collection/{self.collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
+        patient = json.loads((batch_dir / "row.json").read_text())["CodedPatientID"]
+        name = f"Collection/{self.collection}/Entity/{patient}/{result['tarball_name']}"
         self.gcs.bucket(self.bucket).blob(name).upload_from_string(b"somebody else's bytes")
         return name
 
@@ -195,13 +196,13 @@ def test_one_object_that_cannot_go_up_does_not_hold_back_the_others_in_its_group
     assert pipe.run(task="ProcessBatches").code == 0
     dirs = list(pipe.batch_dirs().values())
     c.plant_other_bytes(dirs[0])
-    result = json.loads((dirs[0] / "result.json").read_text())
+    row = json.loads((dirs[0] / "row.json").read_text())
     run = pipe.run()
     assert run.code != 0
     assert "different bytes" in json.loads((dirs[0] / "upload_error.json").read_text())["error"]
     assert [(d / "uploaded.json").exists() for d in dirs] == [False, True, True]
     coded = {r["CodedAccessionNumberID"] for r in c.rows()}
-    assert len(coded) == 2 and result["row"]["CodedAccessionNumberID"] not in coded
+    assert len(coded) == 2 and row["CodedAccessionNumberID"] not in coded
 
 
 def test_a_missing_bucket_is_a_clear_permanent_error(gcs_pipe):

@@ -70,7 +70,7 @@ def test_no_value_of_a_malformed_element_reaches_a_log_the_metrics_or_a_result(h
         ("metrics.csv", (pipe.work / "metrics.csv").read_text()),
         ("status --errors", pipe.cli("status", "--errors").stdout),
     ]
-    texts += [(str(p), p.read_text()) for p in pipe.work.rglob("result.json")]
+    texts += [(str(p), p.read_text()) for name in ("result.json", "row.json") for p in pipe.work.rglob(name)]
     texts += [(name, data.decode("latin-1")) for name, data in every_output_byte(pipe)]
     for where, text in texts:
         for value in planted:
@@ -270,7 +270,7 @@ def test_phi_in_folder_names_file_names_and_elements_reaches_no_operator_view(pi
         ("metrics.csv", (pipe.work / "metrics.csv").read_text()),
         ("status --errors", pipe.cli("status", "--errors").stdout),
     ]
-    texts += [(str(p), p.read_text()) for p in pipe.work.rglob("result.json")]
+    texts += [(str(p), p.read_text()) for name in ("result.json", "row.json") for p in pipe.work.rglob(name)]
     assert "ended with error" in texts[5][1] and "(0010,0020) PatientID (BytesLengthException)" in texts[6][1]
     planted = study.phi() + ["PHIDOE", "PHIMRN7777", "MRN00009", "PHIROE", "RICHARD", str(pipe.input)]
     phi_free(texts, planted)

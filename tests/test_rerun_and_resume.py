@@ -53,6 +53,18 @@ def test_a_new_batch_later_is_processed_and_the_metrics_follow(done: Pipeline):
     assert len(done.metrics()) == 5
 
 
+def test_metrics_left_behind_by_a_run_stopped_after_its_uploads_are_rewritten_by_the_next(done: Pipeline):
+    """The no-op check reads folder times, not every checkpoint: it must still see the new batch."""
+    done.add(make_study(9), files=2)
+    uploads_only = done.run(task="UploadAll")  # as a run killed between the uploads and the metrics
+    assert uploads_only.code == 0, uploads_only.output
+    assert len(done.tarballs()) == 5 and len(done.metrics()) == 4
+    again = done.run()
+    assert again.code == 0, again.output
+    assert again.ran("ExportMetrics") == 1 and again.ran("Anonymize") == 0
+    assert len(done.metrics()) == 5
+
+
 def test_a_failed_upload_makes_luigi_exit_non_zero_and_a_rerun_finishes(pipe: Pipeline):
     pipe.add(make_study(1), files=2)
     pipe.bucket.write_text("a file where the bucket folder should be")

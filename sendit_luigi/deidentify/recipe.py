@@ -28,7 +28,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from deid.config import DeidRecipe
-from deid.dicom import fields as deid_fields
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -205,6 +204,9 @@ class Recipe:
         return plan
 
     def _compile(self, ds: Dataset) -> list[Step]:
+        # Imported here: ``deid.dicom`` imports matplotlib (0.3 s), which the operator commands never need.
+        from deid.dicom import fields as deid_fields
+
         contenders = deid_fields.get_fields_with_lookup(ds, skip=SKIP, expand_sequences=True)
         deid_fields._get_fields_inner.cache_clear()  # deid caches whole datasets forever
         chosen: dict[str, tuple[int, str, str | None]] = {}

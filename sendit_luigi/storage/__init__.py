@@ -61,7 +61,7 @@ def object_name(result: dict) -> str:
 
 
 def metadata_row(result: dict, placed: dict) -> dict:
-    """The study's metadata row as both tables take it: the row from ``result.json``, the addresses of
+    """The study's metadata row as both tables take it: the row from ``row.json``, the addresses of
     its uploaded tarball, and the shared header as a JSON string (``UploadTime`` is the backend's)."""
     return {
         **result["row"],
