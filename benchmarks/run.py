@@ -32,7 +32,7 @@ FULL = {
     "dasher_batches": 200,
     "latency_batches": 200,
     "small_job": (20, 20),
-    "two_processes": (16, 40),
+    "two_processes": (16, 120),
 }
 SMOKE = {
     "deid_files": 6,

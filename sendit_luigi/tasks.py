@@ -148,7 +148,20 @@ class BatchTask(Reported, luigi.Task):
         return report
 
 
-class ExtractHeaders(BatchTask):
+class WorkBatchTask(BatchTask):
+    """A stage whose grouping only saves scheduling: a small run is split so that every worker gets a group.
+
+    (Stage 2 keeps ``[sendit] group_size``: its group is one identifiers-backend call.)
+    """
+
+    @property
+    def max_batch_size(self) -> int:
+        cfg = config.sendit.get()
+        in_flight = min(progress.RUN.total or cfg.group_size, cfg.chunk_size)
+        return max(1, min(cfg.group_size, math.ceil(in_flight / max(luigi.interface.core().workers, 1))))
+
+
+class ExtractHeaders(WorkBatchTask):
     """Stage 1: read every file's header; record per-file errors."""
 
     def output(self):
@@ -184,7 +197,7 @@ class GetIdentifiers(BatchTask):
         self.advance(len(group))
 
 
-class Anonymize(BatchTask):
+class Anonymize(WorkBatchTask):
     """Stage 3: apply the recipe, leak-check every file, pack ``study.tar.gz``."""
 
     def requires(self):
@@ -249,6 +262,7 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         return self.batch_keys()[index * size : (index + 1) * size]
 
     def requires(self):
+        prepare_run()  # also when run by itself (``luigi --module sendit_luigi ProcessBatches``)
         chunks = math.ceil(len(self.batch_keys()) / config.sendit.get().chunk_size)
         return [ProcessChunk(self.max_batches, i) for i in range(chunks)]
 
@@ -316,6 +330,7 @@ class UploadAll(Reported, luigi.WrapperTask):
     max_batches = luigi.IntParameter(default=0)
 
     def requires(self):
+        prepare_run()  # also when run by itself: the shards' processes start warm
         n = max(config.upload.get().workers, 1)
         return [UploadShard(shard=i, shards=n, max_batches=self.max_batches) for i in range(n)]
 
@@ -401,14 +416,20 @@ def luigi_command(task: str = "ProcessAll", *args: str) -> list[str]:
     return [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, *args]
 
 
+_prepared = False
+
+
 def prepare_run() -> None:
-    """Check what can be checked before any work, and load what every task needs.
+    """Check what can be checked before any work, and load what every task needs (once a process).
 
     A misspelt or unsafe setting, a missing storage setting or a broken recipe
     stops the run now, not after hours of work. Loading the recipe and the backends here, in the scheduling
     process, also means that task processes forked from it (``--workers`` > 1)
     start warm instead of each importing and parsing them again.
     """
+    global _prepared
+    if _prepared:
+        return
     logs.setup()
     config.validate()
     if luigi.interface.core().local_scheduler:  # two such runs would do the same work and trip over each other
@@ -419,3 +440,4 @@ def prepare_run() -> None:
     # Move everything loaded so far out of the garbage collector's sight: a forked task
     # process then does not touch (and so copy) the parent's whole heap when it collects.
     gc.freeze()
+    _prepared = True

@@ -183,7 +183,9 @@ def test_rows_go_in_one_lookup_and_one_insert_per_group_of_studies(gcs_pipe):
     inserts = [path for method, path in proxy.requests if path.split("?")[0].endswith("/insertAll")]
     queries = [path for method, path in proxy.requests if method == "POST" and "/jobs" in path]
     assert len(inserts) == 3  # 12 studies in groups of 5: 5 + 5 + 2
-    assert len(queries) == 3
+    # one lookup a group, and one more for the first: it found no table, which was then created, once
+    assert len(queries) == 4
+    assert len([p for m, p in proxy.requests if m == "POST" and p.split("?")[0].endswith("/tables")]) == 1
     rows = c.rows()
     assert len(rows) == 12 and len({r["CodedAccessionNumberID"] for r in rows}) == 12
 

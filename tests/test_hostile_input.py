@@ -32,7 +32,7 @@ def hostile_archive(tmp_path_factory):
     for n in (2, 3):
         write_study(pipe.input, make_study(n), 2)
     pipe.settings["sendit.group_size"] = "3"  # all three batches in one group, as Luigi batches them
-    run = pipe.run("--log-level", "DEBUG")
+    run = pipe.run("--log-level", "DEBUG", workers=1)  # (two workers would each take a part of so small a run)
     return pipe, run, folder
 
 

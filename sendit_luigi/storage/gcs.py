@@ -101,7 +101,6 @@ class Store:
         # and BigQuery's own job retry is off: every call ends within about twice [storage] retry_seconds.
         self.timeout = cfg.retry_seconds
         self.table_id = f"{cfg.project}.{cfg.dataset_name()}.{cfg.table}"
-        self._table_ready = False
 
     @contextlib.contextmanager
     def explained(self):
@@ -181,16 +180,13 @@ class Store:
     # -- rows ---------------------------------------------------------------
 
     def ensure_table(self) -> None:
-        """Create the dataset and the table if they are missing (once per process)."""
-        if self._table_ready:
-            return
+        """Create the dataset and the table if they are missing."""
         dataset = bigquery.Dataset(f"{self.cfg.project}.{self.cfg.dataset_name()}")
         dataset.location = self.cfg.location
         self.bq.create_dataset(dataset, exists_ok=True, retry=self.bq_retry, timeout=self.timeout)
         self.bq.create_table(
             bigquery.Table(self.table_id, schema=schema()), exists_ok=True, retry=self.bq_retry, timeout=self.timeout
         )
-        self._table_ready = True
 
     def existing(self, accessions: list[str]) -> set[str]:
         """Which of these coded accessions have a row already (one query)."""
@@ -216,8 +212,13 @@ class Store:
         row's ``insertId``, BigQuery's own best-effort guard against doubles.
         """
         with self.explained():
-            self.ensure_table()
-            self.bq_retry(self._insert_missing)(rows)
+            try:
+                self.bq_retry(self._insert_missing)(rows)
+            except exceptions.NotFound:
+                # No table (or dataset) yet: created by the first insert that needs it. Checking
+                # before every insert cost each upload shard two more round trips.
+                self.ensure_table()
+                self.bq_retry(self._insert_missing)(rows)
 
     def _insert_missing(self, rows: list[dict]) -> None:
         there = self.existing([r["CodedAccessionNumberID"] for r in rows])
