@@ -28,6 +28,7 @@ browser:
 test: setup browser
 	$(BIN)/ruff check sendit_luigi tests benchmarks
 	$(BIN)/ruff format --check sendit_luigi tests benchmarks
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 bench: setup

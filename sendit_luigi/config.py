@@ -15,6 +15,7 @@ import difflib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import luigi
 import luigi.configuration
@@ -31,7 +32,7 @@ class Section(luigi.Config):
     _loaded: dict = {}
 
     @classmethod
-    def get(cls):
+    def get(cls) -> Any:
         if cls not in Section._loaded:
             Section._loaded[cls] = cls()
         return Section._loaded[cls]
@@ -165,10 +166,20 @@ class sendit(Section):  # noqa: N801 - Luigi maps the class name to [sendit]
         return split(self.skip_suffixes)
 
 
+def backends(package: str) -> list[str]:
+    """The backends of ``identifiers`` or ``storage``: one module each in that package's folder.
+
+    A new backend is one new module there (plus a section for its own settings): the
+    setting's allowed values follow from the folder, without importing anything.
+    """
+    folder = Path(__file__).parent / package
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
 class identifiers(Section):  # noqa: N801
     """Which service hands out coded patient/study ids and date shifts."""
 
-    backend = luigi.ChoiceParameter(choices=["local", "dasher"], default="local")
+    backend = luigi.ChoiceParameter(choices=backends("identifiers"), default="local")
     vault = luigi.Parameter(
         default="",
         description="local backend: SQLite lookup table. Default: <work_dir>/vault.sqlite.",
@@ -266,7 +277,7 @@ class deid(Section):  # noqa: N801
 class storage(Section):  # noqa: N801
     """Where finished studies go."""
 
-    backend = luigi.ChoiceParameter(choices=["local", "gcs"], default="local")
+    backend = luigi.ChoiceParameter(choices=backends("storage"), default="local")
     local_root = luigi.Parameter(
         default="bucket",
         description="local backend: a folder laid out like the bucket, plus metadata.sqlite.",

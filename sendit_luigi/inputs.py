@@ -112,7 +112,7 @@ def parse_dicom(source: bytes | Path, stop_before_pixels: bool = True) -> Datase
     Raises ``FileProblem`` for bytes that are not DICOM.
     """
 
-    def opened():
+    def opened() -> io.BytesIO | Path:
         return io.BytesIO(source) if isinstance(source, bytes) else source
 
     try:

@@ -7,8 +7,10 @@ value, shift), and lists the files the recipe's filters would quarantine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from .deidentify import Recipe
@@ -45,7 +47,7 @@ def describe_action(action: str, value: str | None) -> str:
     return action.lower()
 
 
-def placeholder(elem) -> str:
+def placeholder(elem: DataElement) -> str:
     if elem.VR == "SQ":
         return f"<sequence, {len(elem.value)} items>"
     value = elem.value
@@ -53,7 +55,7 @@ def placeholder(elem) -> str:
     return f"<{elem.VR}, {size} {'bytes' if isinstance(value, bytes) else 'characters'}>"
 
 
-def elements(ds: Dataset, prefix: tuple = ()):
+def elements(ds: Dataset, prefix: tuple = ()) -> Iterator[tuple[tuple, int, DataElement]]:
     """(path, depth, element) for every element, sequences opened."""
     for elem in ds:
         path = prefix + (elem.tag,)
@@ -84,16 +86,16 @@ def inspect(folder: Path, recipe: Recipe) -> str:
     ops = {p: (a, v) for p, a, v in recipe.plan(sample)}  # removes private elements on the way
     allowed = {p for p, _, _ in elements(sample)} & private
     gone: list[tuple] = []
-    for path, depth, elem in before:
+    for where, depth, elem in before:
         indent = "  " * depth
-        if any(path[: len(g)] == g for g in gone):
+        if any(where[: len(g)] == g for g in gone):
             action = "removed with its sequence"
-        elif path in private:
-            action = "keep (allowed private block)" if path in allowed else "remove (private tag)"
-        elif path in ops:
-            action = describe_action(*ops[path])
-            if ops[path][0] in ("REMOVE", "BLANK", "remove", "blank") or elem.VR == "SQ":
-                gone.append(path)
+        elif where in private:
+            action = "keep (allowed private block)" if where in allowed else "remove (private tag)"
+        elif where in ops:
+            action = describe_action(*ops[where])
+            if ops[where][0] in ("REMOVE", "BLANK", "remove", "blank") or elem.VR == "SQ":
+                gone.append(where)
         else:
             action = "keep"
         name = elem.keyword or "(private)"

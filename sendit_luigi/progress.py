@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import config
 from .workdir import private_dir, read_json, write_json
@@ -57,13 +58,13 @@ def group_keys(key: str) -> list[str]:
     return key.split(",")
 
 
-def scheduler_of(task) -> object | None:
+def scheduler_of(task: Any) -> Any:
     """The scheduler a running task reports to (Luigi's status reporter holds it), or None."""
     reporter = getattr(task.set_status_message, "__self__", None)
     return getattr(reporter, "_scheduler", None)
 
 
-def tell(task, task_id: str, message: str, percent: int | None = None) -> None:
+def tell(task: Any, task_id: str, message: str, percent: int | None = None) -> None:
     """Set ``message`` (and ``percent``) on the task ``task_id`` of the scheduler ``task`` runs under."""
     scheduler = scheduler_of(task)
     if scheduler is None or task_id == task.task_id:
@@ -133,7 +134,7 @@ def start(work_dir: Path, task_id: str, total: int) -> None:
         RUN.path.write_text(f"# {total} {RUN.started:.3f}\n")  # what status --summary reads back
 
 
-def record(task, batches: int, files: int, errors: int) -> None:
+def record(task: Any, batches: int, files: int, errors: int) -> None:
     """Add a finished group to the run's count and show the run's progress on ProcessAll."""
     if RUN.path is None or not RUN.task_id:
         return

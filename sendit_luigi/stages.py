@@ -43,7 +43,7 @@ from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
 from .inputs import input_signature
 from .progress import RUN
-from .storage import metadata_row
+from .storage import Store, metadata_row
 from .workdir import (
     Keyed,
     load_secret,
@@ -367,7 +367,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
 # -- upload --------------------------------------------------------------------
 
 
-def upload(group: list[Batch], store, threads: int = 1) -> list[str]:
+def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
     """Send done batches to ``store``: each tarball, then all their rows in one insert.
 
     Writes ``uploaded.json`` for each batch whose tarball and row are both in
@@ -412,12 +412,12 @@ def upload(group: list[Batch], store, threads: int = 1) -> list[str]:
             fail(b, exc)
         return failed
     insert = _timing(start)
-    for b, _, record, put in placed:
+    for b, _, record, sent in placed:
         # from its tarball's start to the rows' end; its seconds are its own plus its share of the insert
         stage = {
-            "start": put["start"],
+            "start": sent["start"],
             "end": insert["end"],
-            "seconds": round(put["seconds"] + insert["seconds"] / len(placed), 3),
+            "seconds": round(sent["seconds"] + insert["seconds"] / len(placed), 3),
         }
         write_json(b.uploaded_file, {**record, "stage": stage})
         b.upload_error_file.unlink(missing_ok=True)

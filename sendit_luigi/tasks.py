@@ -37,6 +37,8 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import luigi
 import luigi.interface
@@ -59,10 +61,12 @@ class Reported:
     error and where in this package it happened.
     """
 
-    def __init_subclass__(cls, **kwargs):
+    task_id: str  # Luigi's, on the task class this is mixed into
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "run" in cls.__dict__:
-            cls.run = _reported(cls.__dict__["run"])
+            setattr(cls, "run", _reported(cls.__dict__["run"]))  # noqa: B010 - mypy: a mixin has no run
 
     def on_failure(self, exception: BaseException) -> str:
         """The text luigid shows and keeps, and the alert mail's: ours, short, without a traceback."""
@@ -70,10 +74,18 @@ class Reported:
         alerts.task_failed(self.task_id, text)
         return text
 
+    def show(self, message: str | None, percent: float | None = None) -> None:
+        """Show ``message`` and ``percent`` on this task in luigid (Luigi sets its callbacks when it runs the task)."""
+        task: Any = self
+        if message is not None:
+            task.set_status_message(message)
+        if percent is not None:
+            task.set_progress_percentage(round(percent))
 
-def _reported(run):
+
+def _reported(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
     @functools.wraps(run)
-    def wrapper(self):
+    def wrapper(self: Any) -> Any:
         try:
             return run(self)
         except TaskFailed:
@@ -109,7 +121,7 @@ class BatchTask(Reported, luigi.Task):
     )
 
     @classmethod
-    def get_param_values(cls, params, args, kwargs):
+    def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> list[tuple[str, Any]]:
         values = dict(super().get_param_values(params, args, kwargs))
         if not values["label"]:
             values["label"] = progress.group_label(progress.group_keys(values["key"]))
@@ -118,10 +130,10 @@ class BatchTask(Reported, luigi.Task):
     priority = 10  # before the next ProcessChunk (0): the batches of the chunks in flight go first
 
     @property
-    def max_batch_size(self) -> int:
+    def max_batch_size(self) -> int:  # type: ignore[override]  # Luigi's is a class attribute
         return config.sendit.get().group_size
 
-    def batches(self) -> list[batches.Batch]:
+    def group(self) -> list[batches.Batch]:
         return [batches.batch(k) for k in progress.group_keys(self.key)]
 
     def tell(self, b: batches.Batch, message: str) -> None:
@@ -130,12 +142,12 @@ class BatchTask(Reported, luigi.Task):
 
     def advance(self, done: float) -> None:
         """The group's progress bar (luigid copies it to the group's batches): ``done`` batches of the group."""
-        self.set_progress_percentage(round(100 * done / len(self.batches())))
+        self.show(None, 100 * done / len(self.group()))
 
-    def reporter(self, stage: str, index: int):
+    def reporter(self, stage: str, index: int) -> Callable[[int, int, int], None]:
         """A per-file progress callback for batch ``index`` of the group: at most two messages a second."""
         last = [0.0]
-        b = self.batches()[index]
+        b = self.group()[index]
 
         def report(done: int, files: int, errors: int) -> None:
             now = time.monotonic()
@@ -155,7 +167,7 @@ class WorkBatchTask(BatchTask):
     """
 
     @property
-    def max_batch_size(self) -> int:
+    def max_batch_size(self) -> int:  # type: ignore[override]
         cfg = config.sendit.get()
         in_flight = min(progress.RUN.total or cfg.group_size, cfg.chunk_size)
         return max(1, min(cfg.group_size, math.ceil(in_flight / max(luigi.interface.core().workers, 1))))
@@ -164,11 +176,11 @@ class WorkBatchTask(BatchTask):
 class ExtractHeaders(WorkBatchTask):
     """Stage 1: read every file's header; record per-file errors."""
 
-    def output(self):
-        return [luigi.LocalTarget(str(b.headers_file)) for b in self.batches()]
+    def output(self) -> list[luigi.LocalTarget]:
+        return [luigi.LocalTarget(str(b.headers_file)) for b in self.group()]
 
-    def run(self):
-        for i, b in enumerate(self.batches()):
+    def run(self) -> None:
+        for i, b in enumerate(self.group()):
             headers = stages.extract(b, self.reporter("reading headers", i))
             self.tell(b, progress.headers_message(b.key, headers))
             self.advance(i + 1)
@@ -177,20 +189,20 @@ class ExtractHeaders(WorkBatchTask):
 class GetIdentifiers(BatchTask):
     """Stage 2: coded patient id, coded accession and date shift from the identifiers backend."""
 
-    def requires(self):
-        return [ExtractHeaders(b.key) for b in self.batches()]
+    def requires(self) -> list[ExtractHeaders]:
+        return [ExtractHeaders(b.key) for b in self.group()]
 
-    def output(self):
-        return [luigi.LocalTarget(str(b.identifiers_file)) for b in self.batches()]
+    def output(self) -> list[luigi.LocalTarget]:
+        return [luigi.LocalTarget(str(b.identifiers_file)) for b in self.group()]
 
-    def complete(self):
-        return super().complete() and not any(batches.retry_due(b.identifiers_file) for b in self.batches())
+    def complete(self) -> bool:
+        return super().complete() and not any(batches.retry_due(b.identifiers_file) for b in self.group())
 
-    def run(self):
-        group = self.batches()
+    def run(self) -> None:
+        group = self.group()
         for b in group:
             self.tell(b, f"{b.key}: asking the identifiers backend (one call for {len(group)} batches)")
-        self.set_progress_percentage(50)  # two steps: the request is sent; the reply is in
+        self.show(None, 50)  # two steps: the request is sent; the reply is in
         records = stages.assign(group)
         for b in group:
             self.tell(b, progress.identifiers_message(b.key, records[b.key]))
@@ -200,17 +212,17 @@ class GetIdentifiers(BatchTask):
 class Anonymize(WorkBatchTask):
     """Stage 3: apply the recipe, leak-check every file, pack ``study.tar.gz``."""
 
-    def requires(self):
-        return [GetIdentifiers(b.key) for b in self.batches()]
+    def requires(self) -> list[GetIdentifiers]:
+        return [GetIdentifiers(b.key) for b in self.group()]
 
-    def output(self):
-        return [luigi.LocalTarget(str(b.result_file)) for b in self.batches()]
+    def output(self) -> list[luigi.LocalTarget]:
+        return [luigi.LocalTarget(str(b.result_file)) for b in self.group()]
 
-    def complete(self):
-        return all(batches.processed(b) for b in self.batches())
+    def complete(self) -> bool:
+        return all(batches.processed(b) for b in self.group())
 
-    def run(self):
-        group = self.batches()
+    def run(self) -> None:
+        group = self.group()
         files = errors = 0
         for i, b in enumerate(group):
             result = stages.anonymize(b, self.reporter("de-identifying", i))
@@ -261,7 +273,7 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         size = config.sendit.get().chunk_size
         return self.batch_keys()[index * size : (index + 1) * size]
 
-    def requires(self):
+    def requires(self) -> list[ProcessChunk]:
         prepare_run()  # also when run by itself (``luigi --module sendit_luigi ProcessBatches``)
         chunks = math.ceil(len(self.batch_keys()) / config.sendit.get().chunk_size)
         return [ProcessChunk(self.max_batches, i) for i in range(chunks)]
@@ -282,10 +294,10 @@ class ProcessChunk(Reported, luigi.Task):
     def keys(self) -> list[str]:
         return ProcessBatches(self.max_batches).chunk(self.index)
 
-    def complete(self):
+    def complete(self) -> bool:
         return all(batches.processed(batches.batch(k)) for k in self.keys())
 
-    def run(self):
+    def run(self) -> Iterator[list[Anonymize]]:
         yield [Anonymize(k) for k in self.keys()]
 
 
@@ -296,7 +308,7 @@ class UploadShard(Reported, luigi.Task):
     shards = luigi.IntParameter()
     max_batches = luigi.IntParameter(default=0)
 
-    def requires(self):
+    def requires(self) -> ProcessBatches:
         return ProcessBatches(self.max_batches)
 
     def mine(self) -> list[batches.Batch]:
@@ -306,10 +318,10 @@ class UploadShard(Reported, luigi.Task):
     def pending(self) -> list[batches.Batch]:
         return [b for b in self.mine() if not batches.upload_settled(b)]
 
-    def complete(self):
+    def complete(self) -> bool:
         return not self.pending()
 
-    def run(self):
+    def run(self) -> None:
         """Failed uploads are recorded per batch (``upload_error.json``), not raised: the metrics
         are still written, and ``ProcessAll`` ends the run with an error that counts them."""
         todo = [b for b in self.pending() if batches.status(b)[0] == "done processing"]
@@ -317,11 +329,9 @@ class UploadShard(Reported, luigi.Task):
         step = max(config.upload.get().rows_per_request, 1)
         failed: list[str] = []
         for i in range(0, len(todo), step):
-            self.set_status_message(f"uploading: {i}/{len(todo)} batches sent, {len(failed)} failed")
-            self.set_progress_percentage(round(100 * i / len(todo)))
+            self.show(f"uploading: {i}/{len(todo)} batches sent, {len(failed)} failed", 100 * i / len(todo))
             failed += stages.upload(todo[i : i + step], store, config.upload.get().threads)
-        self.set_status_message(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed")
-        self.set_progress_percentage(100)
+        self.show(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed", 100)
 
 
 class UploadAll(Reported, luigi.WrapperTask):
@@ -329,7 +339,7 @@ class UploadAll(Reported, luigi.WrapperTask):
 
     max_batches = luigi.IntParameter(default=0)
 
-    def requires(self):
+    def requires(self) -> list[UploadShard]:
         prepare_run()  # also when run by itself: the shards' processes start warm
         n = max(config.upload.get().workers, 1)
         return [UploadShard(shard=i, shards=n, max_batches=self.max_batches) for i in range(n)]
@@ -340,10 +350,10 @@ class ExportMetrics(Reported, luigi.Task):
 
     max_batches = luigi.IntParameter(default=0)
 
-    def requires(self):
+    def requires(self) -> UploadAll:
         return UploadAll(self.max_batches)
 
-    def output(self):
+    def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(metrics.metrics_path(config.sendit.get().work_path())))
 
     def keys(self) -> list[str]:
@@ -354,7 +364,7 @@ class ExportMetrics(Reported, luigi.Task):
     def rendered(self) -> bytes:
         return metrics.render_csv(self.keys())
 
-    def complete(self):
+    def complete(self) -> bool:
         if not self.output().exists() or not all(r.complete() for r in luigi.task.flatten(self.requires())):
             return False
         work = config.sendit.get().work_path()
@@ -364,7 +374,7 @@ class ExportMetrics(Reported, luigi.Task):
         with open(self.output().path, "rb") as fh:
             return fh.read() == self.rendered()
 
-    def run(self):
+    def run(self) -> None:
         work = config.sendit.get().work_path()
         stamp = metrics.settled_stamp(work)  # before rendering: a change made meanwhile moves it
         keys = self.keys()
@@ -374,8 +384,7 @@ class ExportMetrics(Reported, luigi.Task):
         else:
             metrics.stamp_path(work).unlink(missing_ok=True)
         summary = metrics.summary(metrics.frame(keys))
-        self.set_status_message(summary)
-        self.set_progress_percentage(100)
+        self.show(summary, 100)
         stages.log.info("metrics: %s", summary)
 
 
@@ -389,23 +398,22 @@ class ProcessAll(Reported, luigi.WrapperTask):
     max_batches = luigi.IntParameter(default=0, description="Process at most this many batches not yet done.")
     dry_run = luigi.BoolParameter(default=False, description="List the batches and outputs; write nothing.")
 
-    def requires(self):
+    def requires(self) -> ExportMetrics | list[ExportMetrics]:
         if self.dry_run:
             return []
         prepare_run()
         return ExportMetrics(self.max_batches)
 
-    def complete(self):
+    def complete(self) -> bool:
         return False if self.dry_run else super().complete()
 
-    def run(self):
+    def run(self) -> None:
         if self.dry_run:
             print(dryrun.render(dryrun.plan(self.max_batches)), flush=True)
             return
         outcome = batches.outcome([batches.batch(k) for k in ProcessBatches(self.max_batches).batch_keys()])
         print(outcome.line(), flush=True)
-        self.set_status_message(f"{progress.run_line()}; {outcome.line()}")
-        self.set_progress_percentage(100)
+        self.show(f"{progress.run_line()}; {outcome.line()}", 100)
         problem = outcome.problem(config.sendit.get().fail_on_batch_errors)
         if problem:
             raise TaskFailed(problem)

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import config
@@ -37,7 +38,7 @@ def signature(folder: Path) -> tuple:
 
 
 class Watcher:
-    def __init__(self, quiet: float, luigi_args: list[str], clock=time.monotonic):
+    def __init__(self, quiet: float, luigi_args: list[str], clock: Callable[[], float] = time.monotonic) -> None:
         self.quiet = quiet
         self.luigi_args = luigi_args
         self.clock = clock
@@ -75,7 +76,7 @@ class Watcher:
         self.child = None
         return code
 
-    def stop(self, *_args) -> None:
+    def stop(self, *_args: object) -> None:
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()

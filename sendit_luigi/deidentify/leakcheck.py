@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import io
+import mmap
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import ahocorasick_rs
 import pydicom
@@ -24,6 +26,8 @@ from pydicom.tag import Tag
 from ..errors import FileProblem
 from .profile import BINARY_PATTERN_BYTES, BINARY_VRS, Profile
 from .walk import datasets, element_vr
+
+Buffer = bytes | memoryview | mmap.mmap  # a written file, in memory or mapped
 
 MIN_PATTERN = 3  # shorter values ("M", "1") are not identifying on their own
 PIXEL_MIN_PATTERN = 8  # inside pixel bytes, shorter strings match by chance
@@ -58,7 +62,7 @@ def identifying_values(ds: Dataset, profile: Profile, after_pixels_only: bool = 
     return {v for v in found if len(v.strip()) >= MIN_PATTERN}
 
 
-def _values(raw, vr: str) -> list[str]:
+def _values(raw: Any, vr: str) -> list[str]:
     """An identifying element's values, with a person name's parts and a date-time's date."""
     out = []
     for text in _texts(raw, vr):
@@ -70,7 +74,7 @@ def _values(raw, vr: str) -> list[str]:
     return out
 
 
-def _texts(elem, vr: str) -> list[str]:
+def _texts(elem: Any, vr: str) -> list[str]:
     """An element's values as text: raw bytes as latin-1, decoded values as str."""
     value = elem.value
     if value is None:
@@ -152,7 +156,7 @@ class LeakCheck:
         combined._extra = LeakCheck(extra, self.allowed)
         return combined
 
-    def hits(self, buf, pixel: tuple[int, int] | None = None) -> int:
+    def hits(self, buf: Buffer, pixel: tuple[int, int] | None = None) -> int:
         """How many identifying values occur in ``buf`` (a count, never the values)."""
         view = memoryview(buf)
         regions = [(0, len(buf), self._all, self.patterns)]
@@ -198,7 +202,7 @@ def _is_word(byte: int) -> bool:
     return 48 <= byte <= 57 or 65 <= byte <= 90 or 97 <= byte <= 122 or byte == 95
 
 
-def _is_token(buf, at: int, end: int, pattern: bytes) -> bool:
+def _is_token(buf: Buffer, at: int, end: int, pattern: bytes) -> bool:
     if _UID_LIKE.fullmatch(pattern):  # a UID is one token: 1.2.3 inside 1.2.3.4 is another UID
         return (at == 0 or buf[at - 1] not in _UID_BYTES) and (end >= len(buf) or buf[end] not in _UID_BYTES)
     before_ok = at == 0 or not (_is_word(buf[at - 1]) and _is_word(pattern[0]))
@@ -219,7 +223,7 @@ def _is_text_token(text: str, at: int, end: int) -> bool:
     return before_ok and after_ok
 
 
-def pixel_region(buf, ds: Dataset) -> tuple[int, int] | None:
+def pixel_region(buf: Buffer, ds: Dataset) -> tuple[int, int] | None:
     """Where the pixel data value sits in the written bytes ``buf``, if it can be told exactly."""
     if "PixelData" not in ds:
         return None
@@ -234,7 +238,7 @@ def pixel_region(buf, ds: Dataset) -> tuple[int, int] | None:
     return None
 
 
-def check_written(buf, ds: Dataset, leak: LeakCheck) -> None:
+def check_written(buf: Buffer, ds: Dataset, leak: LeakCheck) -> None:
     """Check written bytes: raise ``FileProblem`` unless they are valid DICOM and clean.
 
     The file meta is read back (preamble, DICM marker, group 0002) and must

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from deid.config import DeidRecipe
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -34,7 +35,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     ExplicitVRBigEndian,
@@ -78,7 +79,7 @@ DUMMIES: dict[str, object] = {
 }
 
 ElementPath = tuple  # (tag, item index, tag, item index, ..., tag)
-Step = tuple[ElementPath, str, object]  # (path, operation, recipe value or None)
+Step = tuple[ElementPath, str, str | None]  # (path, operation, recipe value or None)
 
 
 @dataclass
@@ -270,13 +271,13 @@ class Recipe:
             if keyword in ds:
                 ds[keyword].value = new
             else:
-                tag = tag_for_keyword(keyword)
+                tag = Tag(keyword)  # the recipe's keywords were checked when it was loaded
                 ds.add_new(tag, dictionary_VR(tag), new)
         ds.preamble = b"\0" * 128  # a preamble may hold a TIFF header with PHI
         rebuild_file_meta(ds)
         self.record_method(ds, extra_codes)
 
-    def _step(self, parent: Dataset, tag, action: str, value, ctx: Context) -> None:
+    def _step(self, parent: Dataset, tag: BaseTag, action: str, value: str | None, ctx: Context) -> None:
         """One step of the plan on one element (removing, emptying or a dummy do not decode it)."""
         if action in ("REMOVE", Op.REMOVE.value):
             del parent[tag]
@@ -339,7 +340,7 @@ class Recipe:
         return out.getvalue()
 
     @staticmethod
-    def _value(value: str | None, elem, ctx: Context):
+    def _value(value: str | None, elem: DataElement | None, ctx: Context) -> Any:
         value = value or ""
         if value.startswith("var:"):
             name = value[4:]
@@ -351,33 +352,33 @@ class Recipe:
         return value
 
 
-def _values(elem) -> list:
+def _values(elem: DataElement) -> list:
     return [] if elem.value in (None, "") else (list(elem.value) if elem.VM > 1 else [elem.value])
 
 
-def _set(elem, values: list) -> None:
+def _set(elem: DataElement, values: list) -> None:
     elem.value = values if len(values) > 1 else (values[0] if values else None)
 
 
-def _remap(elem, ctx: Context) -> None:
+def _remap(elem: DataElement, ctx: Context) -> None:
     if elem.VR == "UI":
         _set(elem, [ctx.remap_uid(str(v)) for v in _values(elem)])
     else:  # a U row whose element is not a UID (a broken file): nothing of it may stay
         elem.value = None
 
 
-def _jitter(elem, ctx: Context) -> None:
+def _jitter(elem: DataElement, ctx: Context) -> None:
     if elem.VR not in ("DA", "DT"):
         elem.value = None
         return
     _set(elem, [shift_date(str(v), ctx.jitter_days, elem.VR) for v in _values(elem)])
 
 
-def _clean(elem, ctx: Context) -> None:
+def _clean(elem: DataElement, ctx: Context) -> None:
     _set(elem, [ctx.clean(str(v)) for v in _values(elem)])
 
 
-def _remap_uid_function(elem, ctx: Context):
+def _remap_uid_function(elem: DataElement, ctx: Context) -> str | list[str]:
     if elem is None or elem.value in (None, ""):
         return elem.value if elem is not None else ""
     values = [ctx.remap_uid(str(v)) for v in _values(elem)]
@@ -439,7 +440,7 @@ def prepare(ds: Dataset, keep_creators: frozenset[str] = frozenset()) -> tuple:
     return tuple(out)
 
 
-def _allowed(d: Dataset, tag, keep_creators: frozenset[str]) -> bool:
+def _allowed(d: Dataset, tag: BaseTag, keep_creators: frozenset[str]) -> bool:
     creator_tag = tag if tag.is_private_creator else Tag(tag.group, tag.element >> 8)
     creator = d.get(creator_tag)
     return creator is not None and str(creator.value).strip() in keep_creators

@@ -6,6 +6,8 @@ recipe removed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
@@ -39,7 +41,7 @@ class SharedHeader:
     def add(self, ds: Dataset) -> None:
         if self.summary is None:
             self.summary = header_summary(ds)
-            self.items = {tag_for_keyword(k): _comparable(ds.get_item(tag_for_keyword(k))) for k in self.summary}
+            self.items = {tag_for_keyword(k): _comparable(ds.get_item(k)) for k in self.summary}
             return
         for tag, first in list(self.items.items()):
             item = ds.get_item(tag)
@@ -48,7 +50,7 @@ class SharedHeader:
                 self.summary.pop(keyword_for_tag(tag), None)
 
 
-def _comparable(item):
+def _comparable(item: Any) -> Any:
     if isinstance(item, pydicom.dataelem.RawDataElement):
         return ("raw", item.VR, bytes(item.value or b"").rstrip(b" \0"))
     return ("value", str(item.value))

@@ -10,6 +10,7 @@ pydicom's reader and writer recurse once per level, and a few hundred levels
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
@@ -19,7 +20,7 @@ from ..errors import FileProblem
 MAX_DEPTH = 32  # real objects rarely nest ten levels (SR content trees included)
 
 
-def element_vr(raw) -> str:
+def element_vr(raw: Any) -> str:
     """An element's VR without decoding its value (implicit-VR files: the dictionary's)."""
     if raw.VR:
         return raw.VR

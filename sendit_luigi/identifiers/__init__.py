@@ -5,14 +5,18 @@ coded patient id (entity), a coded accession (item) and a date shift in days
 (jitter). The anonymize stage reads only the identifiers checkpoint, so it does
 not know or care which backend wrote it.
 
-Backends implement ``assign(requests) -> {batch key: Identifiers | BatchError}``
-for a group of batches at once, so a remote service can be asked once per group.
+Each backend module has a ``Backend`` class (see the ``Backend`` protocol below):
+``assign(requests) -> {batch key: Identifiers | BatchError}`` for a group of batches
+at once, so that a remote service is asked once per group. ``[identifiers] backend``
+names the module; ``config.backends`` lists them from this folder.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass
+from types import ModuleType
+from typing import Protocol
 
 from .. import config
 from ..errors import BatchError
@@ -42,14 +46,25 @@ class Identifiers:
         return asdict(self)
 
 
-def backend_module():
+class Backend(Protocol):
+    """What an identifiers backend module's ``Backend()`` is."""
+
+    name: str  # recorded in the identifiers checkpoint and the metadata row
+
+    def assign(self, requests: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
+        """Coded ids and a date shift for each batch key, or the error that batch met."""
+        ...
+
+
+def backend_module() -> ModuleType:
     """The configured backend's module, ``identifiers.<name>``."""
     return importlib.import_module(f"{__name__}.{config.identifiers.get().backend}")
 
 
-def get_backend():
+def get_backend() -> Backend:
     """The configured backend module's ``Backend()``."""
-    return backend_module().Backend()
+    backend: Backend = backend_module().Backend()
+    return backend
 
 
-__all__ = ["BatchError", "Identifiers", "StudyRequest", "get_backend"]
+__all__ = ["Backend", "BatchError", "Identifiers", "StudyRequest", "get_backend"]

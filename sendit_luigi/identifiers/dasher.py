@@ -23,6 +23,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from typing import Any
 
 import requests
 
@@ -118,11 +119,11 @@ class _TimedClient:
         self.client.post = self._post
         self.timeout = cfg.timeout
 
-    def _post(self, url, data=None, return_json=True):
+    def _post(self, url: str, data: Any = None, return_json: bool = True) -> Any:
         post = functools.partial(requests.post, timeout=self.timeout)
         return self.client.call(url=url, func=post, data=data, return_json=return_json)
 
-    def deidentify(self, body: dict, study: str):
+    def deidentify(self, body: dict, study: str) -> Any:
         try:
             return self.client.deidentify(body, study)
         except SystemExit:
@@ -136,7 +137,8 @@ class Backend:
 
     def assign(self, requests_: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
         cfg = config.dasher.get()
-        bodies, results = build_requests(requests_)
+        bodies, refused = build_requests(requests_)
+        results: dict[str, Identifiers | BatchError] = dict(refused)
         if not bodies:
             return dict(results)
         client = _TimedClient(cfg)

@@ -1,7 +1,9 @@
 """Where finished studies go: one module per backend, one interface.
 
-A backend's ``Store()`` has two calls, both idempotent (calling them again for
-the same study changes nothing and duplicates nothing):
+Each backend module has a ``Store`` class (the ``Store`` protocol below); ``[storage]
+backend`` names the module, and ``config.backends`` lists them from this folder. A
+store has two calls, both idempotent (calling them again for the same study changes
+nothing and duplicates nothing):
 
 * ``put_object(tarball, result, replaces=None)`` places one study tarball under
   sendit's object naming and returns a small record of where it went (kept in
@@ -19,6 +21,7 @@ import hashlib
 import importlib
 import json
 from pathlib import Path
+from typing import Protocol
 
 from .. import config
 
@@ -71,10 +74,23 @@ def metadata_row(result: dict, placed: dict) -> dict:
     }
 
 
-def get_store():
+class Store(Protocol):
+    """What a storage backend module's ``Store()`` is (see the module's docstring)."""
+
+    def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
+        """Place one study tarball; where it went (``object``, ``md5``, ``download``, ``link``)."""
+        ...
+
+    def insert_rows(self, rows: list[dict]) -> None:
+        """Insert the rows whose coded accession is not in the table yet."""
+        ...
+
+
+def get_store() -> Store:
     """The configured backend module's ``Store()``: ``storage.<name>``."""
     name = config.storage.get().backend
-    return importlib.import_module(f"{__name__}.{name}").Store()
+    store: Store = importlib.import_module(f"{__name__}.{name}").Store()
+    return store
 
 
 def check_settings() -> None:

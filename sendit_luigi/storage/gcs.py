@@ -26,10 +26,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from google.api_core import exceptions
-from google.cloud import bigquery, storage
+from google.cloud import bigquery, storage  # type: ignore[attr-defined]  # storage has no type information
 from google.cloud.bigquery import DEFAULT_RETRY as BQ_RETRY
 from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
 
@@ -40,7 +42,7 @@ from . import md5_digest, object_name
 RESUMABLE_ABOVE = 8 * 1024 * 1024  # bytes; larger tarballs go up in resumable chunks
 
 
-def schema():
+def schema() -> list[bigquery.SchemaField]:
     """The typed BigQuery schema of the metadata table (sendit's `dicom` columns, plus counts)."""
     field = bigquery.SchemaField
 
@@ -103,7 +105,7 @@ class Store:
         self.table_id = f"{cfg.project}.{cfg.dataset_name()}.{cfg.table}"
 
     @contextlib.contextmanager
-    def explained(self):
+    def explained(self) -> Iterator[None]:
         """Turn the two permanent errors a user can fix into messages naming the setting to check."""
         try:
             yield
@@ -145,14 +147,14 @@ class Store:
             "link": blob.self_link or "",
         }
 
-    def _replaceable(self, replaces: dict | None):
+    def _replaceable(self, replaces: dict | None) -> Any:
         """The object ``replaces`` names, if it is still there with the bytes recorded."""
         if not replaces:
             return None
         blob = self.gcs.bucket(self.cfg.bucket).get_blob(replaces["object"], retry=self.retry, timeout=self.timeout)
         return blob if blob is not None and blob.md5_hash == replaces["md5"] else None
 
-    def _upload(self, tarball: Path, name: str):
+    def _upload(self, tarball: Path, name: str) -> Any:
         bucket = self.gcs.bucket(self.cfg.bucket)
         size = tarball.stat().st_size
         blob = bucket.blob(name, chunk_size=RESUMABLE_ABOVE if size > RESUMABLE_ABOVE else None)
@@ -230,7 +232,7 @@ class Store:
             self.table_id,
             new,
             row_ids=[r["CodedAccessionNumberID"] for r in new],
-            retry=None,  # see insert_rows: retried only together with the lookup
+            retry=None,  # type: ignore[arg-type]  # see insert_rows: retried only together with the lookup
             timeout=self.timeout,
         )
         if errors:

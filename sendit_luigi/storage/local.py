@@ -51,10 +51,11 @@ class Store:
         name = object_name(result)
         target = self.root / name
         old = self.root / replaces["object"] if replaces else None
-        if old is not None and replaces["object"] == name and old.exists() and md5_of(old) == replaces["md5"]:
+        same_name = replaces is not None and replaces["object"] == name
+        if old is not None and replaces and same_name and old.exists() and md5_of(old) == replaces["md5"]:
             old.unlink()  # the reprocessed study's earlier tarball: the new one takes its place
         md5 = self.copy_object(tarball, target)
-        if old is not None and replaces["object"] != name and old.exists() and md5_of(old) == replaces["md5"]:
+        if old is not None and replaces and not same_name and old.exists() and md5_of(old) == replaces["md5"]:
             old.unlink()
         return {
             "object": name,
