@@ -19,7 +19,7 @@ import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from sendit_luigi import config
-from sendit_luigi.deidentify import Context, LeakCheck, Profile, Recipe, pack_study, shift_date, uid_remapper
+from sendit_luigi.deidentify import Context, LeakCheck, Profile, Recipe, pack_study, uid_remapper
 from sendit_luigi.headers import extract_headers
 from sendit_luigi.workdir import Keyed
 
@@ -46,8 +46,7 @@ def ours(folder: Path, work: Path, recipe: Recipe | None = None) -> tuple[float,
         jitter,
         uid_remapper(Keyed(b"b" * 64), "2.25."),
     )
-    shifted = {shift_date(v, jitter, "DA") for v in headers["phi"] if len(v) == 8 and v.isdigit()}
-    leak = LeakCheck(headers["phi"], allowed=shifted)
+    leak = LeakCheck.for_study(headers["phi"], jitter)
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f]
     result = pack_study(folder, [], good, recipe, ctx, leak, work / "study.tar.gz", work / "scratch", 1)
     return time.perf_counter() - start, result.packed

@@ -11,29 +11,28 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
 from .inputs import input_signature
+from .progress import RUN
 from .workdir import Keyed, load_secret, private_dir, read_json, read_json_or_none, write_json
 
 KEY_LENGTH = 16
-
-# When this run started. A retryable error (a service was down) recorded before
-# it is tried again; one recorded during this run stands until the next run, so
-# Luigi sees the task as done for now.
-RUN_STARTED = time.time()
 
 
 def retry_due(path: Path, record: dict | None = None) -> bool:
     """True when the checkpoint at ``path`` holds a retryable error from an earlier run.
 
+    A retryable error (a service was down) recorded before this run started is tried
+    again; one recorded during this run stands until the next, so Luigi sees the task
+    as done for now.
+
     ``record`` is the checkpoint's content when the caller has read it already.
     """
     record = record if record is not None else read_json_or_none(path)
-    return bool(record and record.get("retryable") and record.get("at", 0) < RUN_STARTED)
+    return bool(record and record.get("retryable") and record.get("at", 0) < RUN.started)
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,16 @@ def _batches_root(settings: config.sendit) -> Path:
 
 
 def keyed() -> Keyed:
-    return Keyed(load_secret(config.sendit.get().secret_path()))
+    """The keyed hash made from this work folder's secret (created on first use).
+
+    The one source of batch keys, study claims and the local vault's coded ids.
+    """
+    return _keyed(config.sendit.get().secret_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(secret_path: Path) -> Keyed:
+    return Keyed(load_secret(secret_path))
 
 
 def is_still_copying(name: str, suffixes: tuple[str, ...]) -> bool:
@@ -230,7 +238,7 @@ def upload_settled(b: Batch, result: dict | None = None) -> bool:
     if result["status"] != "done" or b.uploaded_file.exists():
         return True
     failed = read_json_or_none(b.upload_error_file)
-    return bool(failed and failed.get("at", 0) >= RUN_STARTED)
+    return bool(failed and failed.get("at", 0) >= RUN.started)
 
 
 @dataclass
@@ -272,7 +280,7 @@ class Outcome:
             self.empty += 1
         elif state == "error":
             self.error += 1
-            if result and result.get("stages", {}).get("anonymize", {}).get("end", 0) >= RUN_STARTED:
+            if result and result.get("stages", {}).get("anonymize", {}).get("end", 0) >= RUN.started:
                 self.error_this_run += 1
         else:  # waiting, or queued or processing: the run did not get to it
             self.waiting += 1

@@ -121,7 +121,19 @@ class Run:
     path: Path | None = None
 
 
-RUN = Run(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}", time.time())
+def _new_run() -> Run:
+    return Run(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}", time.time())
+
+
+# This process's run: the operator commands read checkpoints as of their start; a
+# ``luigi`` run starts its own in ``tasks.prepare_run`` (``begin_run``).
+RUN = _new_run()
+
+
+def begin_run() -> None:
+    """Start this process's run now: its name, its start time, no total yet (task processes inherit it)."""
+    fresh = _new_run()
+    RUN.name, RUN.started, RUN.task_id, RUN.total, RUN.path = fresh.name, fresh.started, "", 0, None
 
 
 def start(work_dir: Path, task_id: str, total: int) -> None:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import claims, cleanup, config
-from .batches import Batch
+from .batches import Batch, keyed
 from .deidentify import (
     Context,
     InputChanged,
@@ -45,8 +45,6 @@ from .inputs import input_signature
 from .progress import RUN
 from .storage import Store, metadata_row
 from .workdir import (
-    Keyed,
-    load_secret,
     read_json,
     read_json_or_none,
     space_shortfall,
@@ -212,11 +210,6 @@ def recipe() -> Recipe:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _keyed(secret_path: Path) -> Keyed:
-    return Keyed(load_secret(secret_path))
-
-
 def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
     start = time.time()
@@ -281,12 +274,12 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
 
 def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict:
     cfg = config.sendit.get()
-    keyed = _keyed(cfg.secret_path())
+    hasher = keyed()
     jitter = int(ids["jitter_days"])
     ctx = Context(
         variables={"patient_id": ids["patient"], "accession": ids["accession"], "jitter": jitter},
         jitter_days=jitter,
-        remap_uid=uid_remapper(keyed, config.deid.get().uid_root),
+        remap_uid=uid_remapper(hasher, config.deid.get().uid_root),
     )
     folder = b.folder()
     if not folder.is_dir():
@@ -299,10 +292,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     good = [f for f in headers["files"] if "error" not in f and "quarantine" not in f and "skipped" not in f]
     if not good:
         return {"status": "error", "error": "every readable file is quarantined or skipped; nothing to pack"}
-    phi = headers["phi"]
-    # An original date that equals some shifted date of this batch is no leak.
-    shifted = {shift_date(v, jitter, "DA") for v in phi if len(v) == 8 and v.isdigit()}
-    leak = LeakCheck(phi, allowed=shifted)
+    leak = LeakCheck.for_study(headers["phi"], jitter)
     packed = pack_study(
         folder,
         cfg.input_roots(),
@@ -326,7 +316,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
     identities = [f"accession:{ids['accession']}", *sorted({f"uid:{f['study_uid']}" for f in good if f["study_uid"]})]
-    if owner := claims.claim(cfg.work_path() / "studies", keyed, b.key, identities):
+    if owner := claims.claim(cfg.work_path() / "studies", hasher, b.key, identities):
         return {
             "status": "error",
             "errors": errors,

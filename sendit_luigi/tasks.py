@@ -438,6 +438,7 @@ def prepare_run() -> None:
     global _prepared
     if _prepared:
         return
+    progress.begin_run()  # before any checkpoint is looked at: what was recorded before is an earlier run's
     logs.setup()
     config.validate()
     if luigi.interface.core().local_scheduler:  # two such runs would do the same work and trip over each other

@@ -25,6 +25,7 @@ from pydicom.tag import Tag
 
 from ..errors import FileProblem
 from .profile import BINARY_PATTERN_BYTES, BINARY_VRS, Profile
+from .recipe import shift_date
 from .walk import datasets, element_vr
 
 Buffer = bytes | memoryview | mmap.mmap  # a written file, in memory or mapped
@@ -123,6 +124,13 @@ class LeakCheck:
     a 39-digit remapped UID is not a hit, while ``DOE`` in ``CT HEAD DOE`` is.
     Pixel bytes are scanned only for values of 8 or more characters.
     """
+
+    @classmethod
+    def for_study(cls, phi: Iterable[str], jitter_days: int) -> LeakCheck:
+        """The check for one study: its identifying values, except an original date that equals one
+        of its dates as shifted by ``jitter_days`` (there, the value is the shift's, not a leak)."""
+        phi = list(phi)
+        return cls(phi, allowed={shift_date(v, jitter_days, "DA") for v in phi if len(v) == 8 and v.isdigit()})
 
     def __init__(self, values: Iterable[str], allowed: Iterable[str] = ()):
         allowed = set(allowed)

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from .. import config
+from ..batches import keyed
 from ..errors import BatchError
-from ..workdir import Keyed, load_secret, private_dir
+from ..workdir import Keyed, private_dir
 from . import Identifiers, StudyRequest
 
 SCHEMA = """
@@ -99,8 +100,7 @@ class Backend:
 
     def assign(self, requests: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
         cfg = config.identifiers.get()
-        keyed = Keyed(load_secret(config.sendit.get().secret_path()))
-        vault = Vault(cfg.vault_path(), keyed, cfg.max_jitter_days)
+        vault = Vault(cfg.vault_path(), keyed(), cfg.max_jitter_days)
         results: dict[str, Identifiers | BatchError] = {}
         try:
             for req in requests:
