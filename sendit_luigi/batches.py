@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import config
 from .inputs import input_signature
 from .progress import RUN
+from .records import ResultRecord, finished_at
 from .workdir import Keyed, load_secret, private_dir, read_json, read_json_or_none, write_json
 
 KEY_LENGTH = 16
 
 
-def retry_due(path: Path, record: dict | None = None) -> bool:
+def retry_due(path: Path, record: Mapping[str, Any] | None = None) -> bool:
     """True when the checkpoint at ``path`` holds a retryable error from an earlier run.
 
     A retryable error (a service was down) recorded before this run started is tried
@@ -161,12 +164,12 @@ def shard_of(key: str, shards: int) -> int:
 STATUSES = ("queued", "processing", "waiting", "done processing", "uploaded", "empty", "error")
 
 
-def status(b: Batch) -> tuple[str, dict | None]:
+def status(b: Batch) -> tuple[str, ResultRecord | None]:
     """The batch's status, read from its checkpoint files alone.
 
     Returns the status and the result record (or ``None`` before there is one).
     """
-    result = read_json_or_none(b.result_file)
+    result: ResultRecord | None = read_json_or_none(b.result_file)
     if result is None:
         started = b.headers_file.exists() or b.identifiers_file.exists()
         return ("processing" if started else "queued"), None
@@ -175,7 +178,7 @@ def status(b: Batch) -> tuple[str, dict | None]:
     return result["status"], result
 
 
-def processed(b: Batch, result: dict | None = None) -> bool:
+def processed(b: Batch, result: ResultRecord | None = None) -> bool:
     """Stage 3 is finished for good: a result, not a retryable error, and its tarball.
 
     The tarball may be missing only when ``cleanup`` removed it after the upload.
@@ -213,7 +216,7 @@ def retry(b: Batch) -> bool:
     return True
 
 
-def retry_if_changed(b: Batch, result: dict | None = None) -> bool:
+def retry_if_changed(b: Batch, result: ResultRecord | None = None) -> bool:
     """Retry a batch that ended in error or empty, if its input changed since (file list, sizes, times).
 
     ``result`` is the batch's result record when the caller has read it already.
@@ -226,7 +229,7 @@ def retry_if_changed(b: Batch, result: dict | None = None) -> bool:
     return retry(b)
 
 
-def upload_settled(b: Batch, result: dict | None = None) -> bool:
+def upload_settled(b: Batch, result: ResultRecord | None = None) -> bool:
     """Nothing is left to do for this batch in this run: processed, and uploaded unless it ended
     empty or in error. An upload that failed during this run is tried again at the next.
 
@@ -267,7 +270,7 @@ class Outcome:
         counts = ", ".join(f"{n} {what}" for n, what in parts if n)
         return f"{self.total} batches: {counts or 'none'}"
 
-    def add(self, b: Batch, state: str, result: dict | None) -> None:
+    def add(self, b: Batch, state: str, result: ResultRecord | None) -> None:
         """Count one batch, whose ``status()`` is ``state`` and ``result``."""
         if state == "uploaded":
             self.uploaded += 1
@@ -280,7 +283,7 @@ class Outcome:
             self.empty += 1
         elif state == "error":
             self.error += 1
-            if result and result.get("stages", {}).get("anonymize", {}).get("end", 0) >= RUN.started:
+            if finished_at(result) >= RUN.started:
                 self.error_this_run += 1
         else:  # waiting, or queued or processing: the run did not get to it
             self.waiting += 1

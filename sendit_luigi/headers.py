@@ -24,6 +24,7 @@ from .deidentify.leakcheck import identifying_values
 from .deidentify.profile import Profile
 from .errors import FileProblem, file_error
 from .inputs import inside, read_dicom, walk_files
+from .records import HeadersRecord
 
 # Top-level values kept per file. PatientID and AccessionNumber decide which
 # patient and study a batch is; the dates drive the date shift and DASHER's
@@ -86,8 +87,8 @@ def extract_headers(
     profile: Profile,
     burned_in: Callable[[Dataset], tuple[str, bool]] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
-) -> dict:
-    """Stage 1 for one batch folder: the headers checkpoint as a dict.
+) -> HeadersRecord:
+    """Stage 1 for one batch folder: the headers checkpoint.
 
     Never raises for bad files: each one gets an ``error`` in its record, in
     our words. A batch that is empty or has no readable DICOM file gets a

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .records import HeadersRecord, IdentifiersRecord, ResultRecord
 from .workdir import private_dir, read_json, write_json
 
 
@@ -77,7 +78,7 @@ def tell(task: Any, task_id: str, message: str, percent: int | None = None) -> N
         scheduler.set_task_progress_percentage(task_id, percent)
 
 
-def headers_message(key: str, headers: dict) -> str:
+def headers_message(key: str, headers: HeadersRecord) -> str:
     files = headers["files"]
     if headers["status"] != "ok":
         return f"{key}: {headers['status'].upper()}: {headers['error']}"
@@ -85,7 +86,7 @@ def headers_message(key: str, headers: dict) -> str:
     return f"{key}: headers read: {good}/{len(files)} files readable"
 
 
-def identifiers_message(key: str, record: dict) -> str:
+def identifiers_message(key: str, record: IdentifiersRecord) -> str:
     if record["status"] == "ok":
         return f"{key}: identifiers assigned ({record['backend']})"
     if record["status"] == "skipped":
@@ -93,7 +94,7 @@ def identifiers_message(key: str, record: dict) -> str:
     return f"{key}: ERROR: {record['error']}"
 
 
-def result_message(key: str, result: dict) -> str:
+def result_message(key: str, result: ResultRecord) -> str:
     """A batch's stage-3 outcome in one line: ``done: 40 files; 2 file errors; 1 quarantined``."""
     if result["status"] != "done":
         return f"{key}: {result['status'].upper()}: {result['error']}"

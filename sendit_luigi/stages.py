@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 from . import claims, cleanup, config
 from .batches import Batch, keyed
@@ -43,6 +44,7 @@ from .headers import extract_headers, single_value
 from .identifiers import Identifiers, StudyRequest, get_backend
 from .inputs import input_signature
 from .progress import RUN
+from .records import HeadersRecord, IdentifiersRecord, MetadataRow, Placed, ResultRecord, Timing
 from .storage import Store, metadata_row
 from .workdir import (
     read_json,
@@ -59,7 +61,7 @@ DATE_FIELDS = ("study_date", "series_date", "content_date", "acquisition_date")
 Progress = Callable[[int, int, int], None]  # (files done, files in all, errors so far)
 
 
-def _timing(start: float) -> dict:
+def _timing(start: float) -> Timing:
     end = time.time()
     return {"start": round(start, 3), "end": round(end, 3), "seconds": round(end - start, 3)}
 
@@ -67,7 +69,7 @@ def _timing(start: float) -> dict:
 # -- stage 1 -----------------------------------------------------------------
 
 
-def extract(b: Batch, progress: Progress | None = None) -> dict:
+def extract(b: Batch, progress: Progress | None = None) -> HeadersRecord:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     sweep_temporaries(b.dir)
     rules = recipe()
@@ -141,11 +143,11 @@ def study_date_of(files: list[dict]) -> str:
     return ""
 
 
-def assign(group: list[Batch]) -> dict[str, dict]:
+def assign(group: list[Batch]) -> dict[str, IdentifiersRecord]:
     """Stage 2 for a group of batches: one backend call, one ``identifiers.json`` each (returned by key)."""
     start = time.time()
     requests: list[StudyRequest] = []
-    records: dict[str, dict] = {}
+    records: dict[str, IdentifiersRecord] = {}
     phi_of: dict[str, list[str]] = {}
     for b in group:
         headers = read_json(b.headers_file)
@@ -173,7 +175,7 @@ def assign(group: list[Batch]) -> dict[str, dict]:
     # One call served the whole group: each batch's seconds are its share, so that the metrics' column
     # adds up to the time really spent (the group's own time is kept beside it).
     whole = _timing(start)
-    stage = {**whole, "seconds": round(whole["seconds"] / len(group), 3), "group_seconds": whole["seconds"]}
+    stage: Timing = {**whole, "seconds": round(whole["seconds"] / len(group), 3), "group_seconds": whole["seconds"]}
     for b in group:
         records[b.key] = {**records[b.key], "stage": stage}
         write_json(b.identifiers_file, records[b.key])
@@ -210,14 +212,14 @@ def recipe() -> Recipe:
     )
 
 
-def anonymize(b: Batch, progress: Progress | None = None) -> dict:
+def anonymize(b: Batch, progress: Progress | None = None) -> ResultRecord:
     """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
     start = time.time()
     sweep_temporaries(b.dir)
     headers = read_json(b.headers_file)
     ids = read_json(b.identifiers_file)
     files = headers["files"]
-    result = {
+    result: dict[str, Any] = {
         "key": b.key,
         "files": len(files),
         "bytes_in": headers["bytes_in"],
@@ -269,7 +271,7 @@ def anonymize(b: Batch, progress: Progress | None = None) -> dict:
     log.info("batch %s: %s, %d files, %d errors", b.key, result["status"], result["files"], result["files_error"])
     if result["status"] == "waiting":
         log.warning("batch %s %s", b.key, result["error"])
-    return result
+    return cast(ResultRecord, result)  # built up above, one outcome at a time
 
 
 def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict:
@@ -327,7 +329,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     original = study_date_of(good)
     study_date = {"MODIFIED": shift_date(original, jitter, "DA"), "UNMODIFIED": original}.get(dates) or "00000000"
     header = packed.header
-    row = {
+    row: MetadataRow = {
         "CodedPatientID": ids["patient"],
         "CodedAccessionNumberID": ids["accession"],
         "StudyDate": study_date,
@@ -363,7 +365,7 @@ def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
     Writes ``uploaded.json`` for each batch whose tarball and row are both in
     place, and ``upload_error.json`` for each that failed. Returns the keys that failed.
     """
-    placed: list[tuple[Batch, dict, dict, dict]] = []
+    placed: list[tuple[Batch, ResultRecord, Placed, Timing]] = []
     failed: list[str] = []
 
     def fail(b: Batch, exc: Exception) -> None:
@@ -372,13 +374,13 @@ def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
         log.error("batch %s: upload failed: %s", b.key, text)
         failed.append(b.key)
 
-    def put(b: Batch) -> tuple[Batch, dict, dict, dict] | Exception | None:
+    def put(b: Batch) -> tuple[Batch, ResultRecord, Placed, Timing] | Exception | None:
         # this stage's own half-written markers from a killed run (stage 3's are swept by stage 3)
         sweep_temporaries(b.dir, of=(b.uploaded_file.name, b.upload_error_file.name))
-        result = read_json(b.result_file)
+        result: ResultRecord = read_json(b.result_file)
         if result["status"] != "done":
             return None
-        result.setdefault("row", read_json_or_none(b.row_file))  # work folders before row.json kept it inside
+        result.setdefault("row", read_json(b.row_file))  # work folders before row.json kept it inside
         start = time.time()
         try:
             return b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)), _timing(start)

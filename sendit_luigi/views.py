@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import progress
 from .batches import Batch, Outcome, batch, status
+from .records import HeadersRecord, IdentifiersRecord, Timing, UploadedRecord, finished_at
 from .workdir import read_json_or_none
 
 LAST_ERRORS = 5
@@ -27,12 +28,11 @@ def summary(work_dir: Path, keys: list[str]) -> str:
         outcome.add(b, state, result)
         if result is None:
             continue
-        files += result.get("files", 0)
+        files += result["files"]
         if state in ("uploaded", "done processing"):
-            bytes_done += result.get("bytes_in", 0)
+            bytes_done += result["bytes_in"]
         if state == "error":
-            at = result.get("stages", {}).get("anonymize", {}).get("end", 0)
-            errors.append((at, key, result.get("error", "")))
+            errors.append((finished_at(result), key, result["error"]))
     lines = [outcome.line(), f"files: {files}; done: {bytes_done / 1e9:.3f} GB ({bytes_done / 1e6:.2f} MB) of input"]
     run = progress.last_run(work_dir)
     if run is not None:
@@ -46,10 +46,10 @@ def summary(work_dir: Path, keys: list[str]) -> str:
 def one_batch(b: Batch, current_recipe: str) -> str:
     """One batch: its status, each stage's outcome and time, its file errors."""
     state, result = status(b)
-    headers = read_json_or_none(b.headers_file)
-    ids = read_json_or_none(b.identifiers_file)
+    headers: HeadersRecord | None = read_json_or_none(b.headers_file)
+    ids: IdentifiersRecord | None = read_json_or_none(b.identifiers_file)
     lines = [f"batch {b.key}: {state}"]
-    stages = (result or {}).get("stages", {})
+    stages: dict[str, Timing] = result["stages"] if result else {}
     if headers is not None:
         good = sum("error" not in f for f in headers["files"])
         text = "ok" if headers["status"] == "ok" else f"{headers['status']}: {headers['error']}"
@@ -66,19 +66,19 @@ def one_batch(b: Batch, current_recipe: str) -> str:
         recipe = result.get("recipe_hash", "")
         if recipe:
             lines.append(f"  recipe:      {recipe} ({'current' if recipe == current_recipe else 'older'})")
-    uploaded = read_json_or_none(b.uploaded_file)
+    uploaded: UploadedRecord | None = read_json_or_none(b.uploaded_file)
     failed = read_json_or_none(b.upload_error_file)
     if uploaded:
         lines.append(f"  upload:      {uploaded['object']}{_took(uploaded.get('stage'))}")
     elif failed:
         lines.append(f"  upload:      failed: {failed['error']}")
-    problems = [f"{e['file']}: {e['error']}" for e in (result or {}).get("errors", [])]
-    problems += [f"{q['file']}: quarantined ({q['reason']})" for q in (result or {}).get("quarantine", [])]
+    problems = [f"{e['file']}: {e.get('error')}" for e in (result["errors"] if result else [])]
+    problems += [f"{q['file']}: quarantined ({q.get('reason')})" for q in (result["quarantine"] if result else [])]
     if problems:
         lines.append("  files:")
         lines += [f"    {p}" for p in problems]
     return "\n".join(lines)
 
 
-def _took(stage: dict | None) -> str:
+def _took(stage: Timing | None) -> str:
     return f", {stage['seconds']:.2f} s" if stage else ""

@@ -276,14 +276,14 @@ def configured(pipe: Pipeline, monkeypatch):
     monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_config_paths", [str(pipe.cfg)])
     luigi.task_register.Register.clear_instance_cache()
     import sendit_luigi.config as config
-    import sendit_luigi.stages as stages
+    import sendit_luigi.batches as batches
 
     config.reset()
-    stages._keyed.cache_clear()
+    batches._keyed.cache_clear()
     yield pipe
     luigi.task_register.Register.clear_instance_cache()
     config.reset()
-    stages._keyed.cache_clear()
+    batches._keyed.cache_clear()
 
 
 class Luigid:

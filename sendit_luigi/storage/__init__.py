@@ -24,28 +24,9 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import config
+from ..records import COLUMNS, METADATA_SCHEMA, Placed, ResultRecord
 
-# Columns of the metadata table, in order: sendit's BigQuery `dicom` columns
-# plus counts, size and upload time. Values are all coded or non-identifying.
-COLUMNS = (
-    "storage_download",
-    "storage_metadataLink",
-    "CodedAccessionNumberID",
-    "CodedPatientID",
-    "StudyDate",
-    "ContentType",
-    "PatientSex",
-    "PatientAge",
-    "Modality",
-    "StudyDescription",
-    "DicomHeader",
-    "ImageCount",
-    "SeriesCount",
-    "SizeBytes",
-    "BatchKey",
-    "IdentifiersBackend",
-    "UploadTime",
-)
+__all__ = ["COLUMNS", "METADATA_SCHEMA", "Store", "get_store", "metadata_row", "object_name"]
 
 
 def md5_digest(path: Path) -> bytes:
@@ -57,13 +38,13 @@ def md5_digest(path: Path) -> bytes:
     return digest.digest()
 
 
-def object_name(result: dict) -> str:
+def object_name(result: ResultRecord) -> str:
     """sendit's naming: Collection/<study>/Entity/<coded patient>/<patient>_<shifted date>_<accession>.tar.gz"""
     collection = config.storage.get().collection
     return f"Collection/{collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
 
 
-def metadata_row(result: dict, placed: dict) -> dict:
+def metadata_row(result: ResultRecord, placed: Placed) -> dict:
     """The study's metadata row as both tables take it: the row from ``row.json``, the addresses of
     its uploaded tarball, and the shared header as a JSON string (``UploadTime`` is the backend's)."""
     return {
@@ -77,7 +58,7 @@ def metadata_row(result: dict, placed: dict) -> dict:
 class Store(Protocol):
     """What a storage backend module's ``Store()`` is (see the module's docstring)."""
 
-    def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
+    def put_object(self, tarball: Path, result: ResultRecord, replaces: dict | None = None) -> Placed:
         """Place one study tarball; where it went (``object``, ``md5``, ``download``, ``link``)."""
         ...
 

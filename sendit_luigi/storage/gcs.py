@@ -37,34 +37,32 @@ from google.cloud.storage.retry import DEFAULT_RETRY as GCS_RETRY
 
 from .. import config
 from ..errors import BatchError
-from . import md5_digest, object_name
+from ..records import Placed, ResultRecord
+from . import METADATA_SCHEMA, md5_digest, object_name
 
 RESUMABLE_ABOVE = 8 * 1024 * 1024  # bytes; larger tarballs go up in resumable chunks
 
 
-def schema() -> list[bigquery.SchemaField]:
-    """The typed BigQuery schema of the metadata table (sendit's `dicom` columns, plus counts)."""
-    field = bigquery.SchemaField
+# What BigQuery's own schema adds to ``METADATA_SCHEMA``: required columns and descriptions.
+REQUIRED = {"CodedAccessionNumberID", "CodedPatientID"}
+DESCRIPTIONS = {
+    "storage_download": "gs:// address of the study tarball",
+    "storage_metadataLink": "GCS API link of the object",
+    "StudyDate": "shifted study date, YYYYMMDD",
+    "DicomHeader": "de-identified header fields shared by every file of the study",
+}
 
-    return [
-        field("storage_download", "STRING", description="gs:// address of the study tarball"),
-        field("storage_metadataLink", "STRING", description="GCS API link of the object"),
-        field("CodedAccessionNumberID", "STRING", mode="REQUIRED"),
-        field("CodedPatientID", "STRING", mode="REQUIRED"),
-        field("StudyDate", "STRING", description="shifted study date, YYYYMMDD"),
-        field("ContentType", "STRING"),
-        field("PatientSex", "STRING"),
-        field("PatientAge", "STRING"),
-        field("Modality", "STRING"),
-        field("StudyDescription", "STRING"),
-        field("DicomHeader", "JSON", description="de-identified header fields shared by every file of the study"),
-        field("ImageCount", "INTEGER"),
-        field("SeriesCount", "INTEGER"),
-        field("SizeBytes", "INTEGER"),
-        field("BatchKey", "STRING"),
-        field("IdentifiersBackend", "STRING"),
-        field("UploadTime", "TIMESTAMP"),
-    ]
+
+def _field(name: str, kind: str) -> bigquery.SchemaField:
+    mode = "REQUIRED" if name in REQUIRED else "NULLABLE"
+    if name in DESCRIPTIONS:
+        return bigquery.SchemaField(name, kind, mode=mode, description=DESCRIPTIONS[name])
+    return bigquery.SchemaField(name, kind, mode=mode)
+
+
+def schema() -> list[bigquery.SchemaField]:
+    """The typed BigQuery schema of the metadata table (``records.METADATA_SCHEMA``)."""
+    return [_field(name, kind) for name, kind in METADATA_SCHEMA]
 
 
 def check_settings(cfg: config.storage) -> None:
@@ -122,7 +120,7 @@ class Store:
 
     # -- objects ------------------------------------------------------------
 
-    def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
+    def put_object(self, tarball: Path, result: ResultRecord, replaces: dict | None = None) -> Placed:
         """Upload the study tarball unless an object with the same bytes is there already.
 
         ``replaces`` (name and base64 MD5 of what an earlier recipe uploaded) is

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import BatchError
+from ..records import Placed, ResultRecord
 from ..workdir import space_shortfall
 from . import COLUMNS, md5_digest, object_name
 
@@ -47,7 +48,7 @@ class Store:
             folder.mkdir(exist_ok=True)
             os.chmod(folder, self.dir_mode)  # mkdir's mode is cut by the umask; the setting is not
 
-    def put_object(self, tarball: Path, result: dict, replaces: dict | None = None) -> dict:
+    def put_object(self, tarball: Path, result: ResultRecord, replaces: dict | None = None) -> Placed:
         name = object_name(result)
         target = self.root / name
         old = self.root / replaces["object"] if replaces else None
