@@ -275,8 +275,8 @@ def configured(pipe: Pipeline, monkeypatch):
     monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_instance", None)
     monkeypatch.setattr(luigi.configuration.LuigiConfigParser, "_config_paths", [str(pipe.cfg)])
     luigi.task_register.Register.clear_instance_cache()
-    import sendit_luigi.config as config
     import sendit_luigi.batches as batches
+    import sendit_luigi.config as config
 
     config.reset()
     batches._keyed.cache_clear()
