@@ -13,7 +13,7 @@ import logging
 
 LUIGI = logging.getLogger("luigi-interface")
 OWN = logging.getLogger("sendit_luigi")
-CHATTER = ("Informed scheduler that task", "Checking if ")
+CHATTER = ("Informed scheduler that task", "Checking if ", "logging already configured")
 
 
 class _QuietScheduling(logging.Filter):

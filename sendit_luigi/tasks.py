@@ -8,7 +8,7 @@ by files in the batch's private work folder::
 
 handed to the scheduler a chunk at a time, then, once every batch is processed::
 
-    ProcessChunk(i)  (yields Anonymize for its [sendit] chunk_size batches when it runs)
+    ProcessChunk(i)  (runs Anonymize for its [sendit] chunk_size batches, with a worker of their own)
       <- ProcessBatches  (wrapper: requires every chunk)
       <- UploadShard(shard=i, shards=N) for i in 0..N-1   ([upload] workers = N)
       <- UploadAll   (wrapper)
@@ -35,13 +35,16 @@ import functools
 import gc
 import math
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import luigi
 import luigi.interface
+import luigi.worker
+from luigi.execution_summary import LuigiStatusCode
 from luigi.parameter import ParameterVisibility
 
 from . import alerts, batches, config, dryrun, logs, metrics, progress, stages
@@ -160,20 +163,7 @@ class BatchTask(Reported, luigi.Task):
         return report
 
 
-class WorkBatchTask(BatchTask):
-    """A stage whose grouping only saves scheduling: a small run is split so that every worker gets a group.
-
-    (Stage 2 keeps ``[sendit] group_size``: its group is one identifiers-backend call.)
-    """
-
-    @property
-    def max_batch_size(self) -> int:  # type: ignore[override]
-        cfg = config.sendit.get()
-        in_flight = min(progress.RUN.total or cfg.group_size, cfg.chunk_size)
-        return max(1, min(cfg.group_size, math.ceil(in_flight / max(luigi.interface.core().workers, 1))))
-
-
-class ExtractHeaders(WorkBatchTask):
+class ExtractHeaders(BatchTask):
     """Stage 1: read every file's header; record per-file errors."""
 
     def output(self) -> list[luigi.LocalTarget]:
@@ -209,7 +199,7 @@ class GetIdentifiers(BatchTask):
         self.advance(len(group))
 
 
-class Anonymize(WorkBatchTask):
+class Anonymize(BatchTask):
     """Stage 3: apply the recipe, leak-check every file, pack ``study.tar.gz``."""
 
     def requires(self) -> list[GetIdentifiers]:
@@ -268,24 +258,32 @@ class ProcessBatches(Reported, luigi.WrapperTask):
             progress.start(config.sendit.get().work_path(), ProcessAll(max_batches=self.max_batches).task_id, todo)
         return self._keys
 
+    def chunk_size(self) -> int:
+        """``[sendit] chunk_size``, or less for a small run, so that every worker has a chunk of its own."""
+        workers = max(luigi.interface.core().workers, 1)
+        return max(1, min(config.sendit.get().chunk_size, math.ceil(len(self.batch_keys()) / workers)))
+
     def chunk(self, index: int) -> list[str]:
-        """The batch keys of chunk ``index``: ``[sendit] chunk_size`` of this run's, in key order."""
-        size = config.sendit.get().chunk_size
+        """The batch keys of chunk ``index``: ``chunk_size()`` of this run's, in key order."""
+        size = self.chunk_size()
         return self.batch_keys()[index * size : (index + 1) * size]
 
     def requires(self) -> list[ProcessChunk]:
         prepare_run()  # also when run by itself (``luigi --module sendit_luigi ProcessBatches``)
-        chunks = math.ceil(len(self.batch_keys()) / config.sendit.get().chunk_size)
+        chunks = math.ceil(len(self.batch_keys()) / self.chunk_size())
         return [ProcessChunk(self.max_batches, i) for i in range(chunks)]
 
 
 class ProcessChunk(Reported, luigi.Task):
-    """``[sendit] chunk_size`` of this run's batches, in key order: it yields their tasks when it runs.
+    """``[sendit] chunk_size`` of this run's batches, in key order, run by a Luigi worker of their own.
 
-    With Luigi's dynamic dependencies the scheduler holds the tasks of the chunks in
-    flight, not those of the whole archive: its cost per batch stays flat from a
-    thousand batches to a hundred thousand. The per-batch tasks outrank the chunks, so
-    a worker starts the next chunk only when the chunks in flight leave it idle.
+    A Luigi scheduler keeps every task a worker gave it for as long as that worker
+    lives, and the local one walks all of them on every request for work: the tasks of
+    a whole archive would make each batch cost more than the last. So a chunk hands its
+    batches' tasks to a new worker (``luigi.build``, against the same luigid, or a
+    local scheduler of its own) that ends with the chunk, and the scheduler lets them
+    go: the cost per batch stays flat from a thousand batches to a hundred thousand.
+    ``--workers N`` runs N chunks at once.
     """
 
     max_batches = luigi.IntParameter(default=0)
@@ -297,8 +295,14 @@ class ProcessChunk(Reported, luigi.Task):
     def complete(self) -> bool:
         return all(batches.processed(batches.batch(k)) for k in self.keys())
 
-    def run(self) -> Iterator[list[Anonymize]]:
-        yield [Anonymize(k) for k in self.keys()]
+    def run(self) -> None:
+        if luigi.worker.fork_lock.locked():
+            # Held by the worker that forked this task process, and so never released here: a
+            # new worker's keep-alive thread would wait for it forever. (Luigi forks under it.)
+            luigi.worker.fork_lock = threading.Lock()
+        done = luigi.build([Anonymize(k) for k in self.keys()], workers=1, detailed_summary=True)
+        if done.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+            raise TaskFailed(f"chunk {self.index}: {done.status.value[1]}; see the batch tasks that failed")
 
 
 class UploadShard(Reported, luigi.Task):

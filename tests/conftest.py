@@ -77,15 +77,14 @@ class Run:
     output: str
 
     def ran(self, family: str) -> int:
-        """How many tasks of ``family`` ran, from Luigi's execution summary."""
-        summary = self.output.split("===== Luigi Execution Summary =====")[1] if "Summary" in self.output else ""
-        section = summary.split("ran successfully:")[1] if "ran successfully:" in summary else ""
-        section = section.split("\n* ")[0]
+        """How many tasks of ``family`` ran, from Luigi's execution summaries (each chunk's worker has one)."""
         count = 0
-        for line in section.splitlines():
-            line = line.strip()
-            if line.startswith("- ") and f" {family}(" in line:
-                count += int(line[2:].split()[0])
+        for summary in self.output.split("===== Luigi Execution Summary =====")[1::2]:
+            section = summary.split("ran successfully:")[1] if "ran successfully:" in summary else ""
+            for line in section.split("\n* ")[0].splitlines():
+                line = line.strip()
+                if line.startswith("- ") and f" {family}(" in line:
+                    count += int(line[2:].split()[0])
         return count
 
 
@@ -295,7 +294,7 @@ class Luigid:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = root / "luigid.cfg"
-        cfg.write_text("[scheduler]\nremove_delay = 86400\nrecord_task_history = false\n")
+        cfg.write_text("[scheduler]\nremove_delay = 600\nrecord_task_history = false\n")  # as docker/luigi.cfg
         self.log = root / "luigid.out"
         (root / "luigid-logs").mkdir()  # luigid does not create its log folder
         env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
