@@ -178,6 +178,13 @@ def status(b: Batch) -> tuple[str, ResultRecord | None]:
     return result["status"], result
 
 
+def with_row(b: Batch, result: ResultRecord) -> ResultRecord:
+    """A done batch's result record with its metadata row (``row.json``; older work folders kept it inside)."""
+    if "row" not in result:
+        result["row"] = read_json(b.row_file)
+    return result
+
+
 def processed(b: Batch, result: ResultRecord | None = None) -> bool:
     """Stage 3 is finished for good: a result, not a retryable error, and its tarball.
 

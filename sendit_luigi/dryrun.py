@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import config
-from .batches import batch, keyed, scan, status, upload_settled
+from .batches import batch, keyed, scan, status, upload_settled, with_row
 from .inputs import walk_files
 from .storage import object_name
 
@@ -26,7 +26,7 @@ def plan(max_batches: int = 0) -> dict:
         folder = Path(found[key])
         files = [p for p in walk_files(folder)]
         if result and result.get("status") == "done":
-            output = object_name(result)
+            output = object_name(with_row(b, result))
         elif state in ("empty", "error"):
             output = "nothing (ended " + state + ")"
         else:

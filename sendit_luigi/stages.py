@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import claims, cleanup, config
-from .batches import Batch, keyed
+from .batches import Batch, keyed, with_row
 from .deidentify import (
     Context,
     InputChanged,
@@ -380,7 +380,7 @@ def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
         result: ResultRecord = read_json(b.result_file)
         if result["status"] != "done":
             return None
-        result.setdefault("row", read_json(b.row_file))  # work folders before row.json kept it inside
+        with_row(b, result)
         start = time.time()
         try:
             return b, result, store.put_object(b.tarball, result, read_json_or_none(b.replaces_file)), _timing(start)
