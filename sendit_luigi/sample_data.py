@@ -8,11 +8,17 @@ Nothing here touches the network: only files present on disk are used.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
+
+from . import config
+from .tasks import luigi_command
 
 
 def source_files() -> list[Path]:
@@ -107,3 +113,46 @@ def make_demo(root: Path, count: int = 4, files: int = 4) -> list[Study]:
         write_study(root, study, files)
     write_study(root, Study("ACC99999.tmp", "MRN799999", "COPYING^STILL", "ACC99999", "20200101"), 1)
     return studies
+
+
+def write_samples(folder: Path, batches: int = 4, files: int = 4) -> int:
+    """``python -m sendit_luigi sample-data``: sample batch folders, and say where."""
+    made = make_demo(folder, batches, files)
+    print(f"wrote {len(made)} sample batches to {folder.absolute()}")
+    return 0
+
+
+# -- the demo: sample data, a config with the embedded backends, one run -------------------
+
+
+def demo_cfg(root: Path) -> str:
+    """The demo's luigi.cfg: the embedded backends, everything under ``root``."""
+    return config.render_cfg(
+        {
+            "sendit": {"input_folders": f"{root}/input", "work_dir": f"{root}/work"},
+            "identifiers": {"backend": "local"},
+            "storage": {"backend": "local", "local_root": f"{root}/bucket", "collection": "DEMO"},
+            "upload": {"workers": "10"},
+        }
+    )
+
+
+def run_demo(folder: Path, batches: int = 4, workers: int = 2) -> int:
+    """Make sample data, run ProcessAll on it with the embedded defaults, say where things are."""
+    root = folder.absolute()
+    studies = make_demo(root / "input", batches)
+    cfg = root / "luigi.cfg"
+    cfg.write_text(demo_cfg(root))
+    print(f"sample input: {len(studies)} batch folders (+1 still copying) in {root / 'input'}", flush=True)
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
+    command = luigi_command("ProcessAll", "--local-scheduler", "--workers", str(workers), "--log-level", "WARNING")
+    code = subprocess.call(command, env=env, cwd=root)  # cwd: no stray ./luigi.cfg
+    print()
+    print(f"config:      {cfg}")
+    print(f"tarballs:    {root / 'bucket' / 'Collection'}")
+    for tarball in sorted((root / "bucket").rglob("*.tar.gz")):
+        print(f"             {tarball.relative_to(root / 'bucket')}")
+    print(f"rows:        {root / 'bucket' / 'metadata.sqlite'} (table dicom)")
+    print(f"metrics:     {root / 'work' / 'metrics.csv'}")
+    print(f"status:      LUIGI_CONFIG_PATH={cfg} {sys.executable} -m sendit_luigi status")
+    return code
