@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
-from . import claims, cleanup, config
+from . import claims, cleanup, config, stops
 from .batches import Batch, keyed, with_row
 from .deidentify import (
     Context,
@@ -75,6 +75,7 @@ def extract(b: Batch, progress: Progress | None = None) -> HeadersRecord:
     rules = recipe()
     headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.burned_in, progress)
     write_json(b.headers_file, headers)
+    stops.reach("headers written")
     good = sum("error" not in f for f in headers["files"])
     log.info("batch %s: headers read, %d of %d files readable", b.key, good, len(headers["files"]))
     return headers
@@ -398,6 +399,7 @@ def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
         return failed
     start = time.time()
     try:
+        stops.reach("objects placed")
         store.insert_rows([metadata_row(result, record) for _, result, record, _ in placed])
     except Exception as exc:  # noqa: BLE001 - recorded on every batch of this insert
         for b, *_ in placed:
@@ -412,6 +414,7 @@ def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
             "seconds": round(sent["seconds"] + insert["seconds"] / len(placed), 3),
         }
         write_json(b.uploaded_file, {**record, "stage": stage})
+        stops.reach("upload marked")
         b.upload_error_file.unlink(missing_ok=True)
         b.replaces_file.unlink(missing_ok=True)
         if config.sendit.get().remove_after_upload:

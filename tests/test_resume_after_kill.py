@@ -10,13 +10,9 @@ import time
 import pytest
 from conftest import Pipeline, make_study
 
-KILL_POINTS = {
-    "reading headers": lambda work: any(work.glob("batches/*/headers.json")),
-    "writing a tarball": lambda work: any(work.glob("batches/*/study.tar.gz-luigi-tmp-*")),
-    "uploading": lambda work: any(work.glob("batches/*/uploaded.json")),
-    # a tarball is in the bucket while its group's rows are not inserted yet
-    "between tarball and row": lambda work: any((work.parent / "bucket").rglob("*.tar.gz")),
-}
+from sendit_luigi import stops
+
+# Each kill lands exactly at its point: the run stops there and waits to be killed (sendit_luigi/stops.py).
 
 
 def outputs(pipe: Pipeline) -> tuple[dict, list]:
@@ -44,7 +40,7 @@ def reference(tmp_path_factory):
     return pipe, outputs(pipe)
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
+@pytest.mark.parametrize("point", stops.POINTS)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_rerun_after_sigkill_gives_byte_identical_outputs(reference, tmp_path, point, workers):
     ref, (ref_objects, ref_rows) = reference
@@ -53,18 +49,19 @@ def test_a_rerun_after_sigkill_gives_byte_identical_outputs(reference, tmp_path,
     pipe.settings["sendit.input_folders"] = str(ref.input)
     pipe.work.mkdir()
     command = pipe.command(workers=workers)
+    stopped = tmp_path / "stopped-at-the-point"
     process = subprocess.Popen(
         command,
         cwd=pipe.root,
-        env=pipe.env(),
+        env=dict(pipe.env(), SENDIT_STOP_AT=point, SENDIT_STOP_FILE=str(stopped)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.time() + 120
-    while not KILL_POINTS[point](pipe.work) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    assert process.poll() is None, f"the run ended before it reached '{point}'"
+    while not stopped.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert stopped.exists(), f"the run never reached '{point}'"
     os.killpg(process.pid, signal.SIGKILL)  # the worker and any task processes it forked
     process.wait()
 

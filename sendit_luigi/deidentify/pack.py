@@ -21,6 +21,7 @@ from pathlib import Path
 from isal.igzip import IGzipFile  # ISA-L gzip: ~5x zlib's speed, same format
 from pydicom.dataset import Dataset
 
+from .. import stops
 from ..errors import FileProblem, RecipeError, file_error
 from ..inputs import IN_MEMORY_LIMIT, open_input, parse_dicom
 from ..workdir import atomic_writer
@@ -112,6 +113,7 @@ def pack_study(
                     record["error"] = file_error(exc)
                 if "error" not in record and written is not None:
                     _add(tar, written)  # outside the per-file handling: a write error fails the tarball
+                    stops.reach("tarball half written")
                     names.append(written.name)
                     series.add(str(ds.SeriesInstanceUID))
                     shared.add(ds)
