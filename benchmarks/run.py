@@ -24,7 +24,7 @@ FULL = {
     "e2e_batches": 200,
     "e2e_files": 20,
     "e2e_repeats": 3,
-    "scale": (1000, 10000),  # 100,000 takes hours on two cores: SCALE_SIZES=1000,100000 make bench
+    "scale": (1000, 10000),  # 100,000 takes about an hour on two cores: SCALE_SIZES=1000,100000 make bench
     "memory_mb": (256, 2048),
     "upload_batches": 20,
     "upload_files": 40,
@@ -196,10 +196,12 @@ def render(r: dict, smoke: bool) -> str:
         out += [
             "## 3. Cost per batch as the archive grows",
             "",
-            "One-file batches (small mix), shipped settings (`group_size = 20`, `chunk_size = 500`),",
-            "`--workers 2`. *First task*: seconds from the command to the first per-batch task. *No-op*: the",
-            "same command again. *status*: `python -m sendit_luigi status --summary`, start-up included.",
-            "Against luigid: its peak memory and the slowest `/api/task_list` answer, sampled every 2 s.",
+            "`SCALE_SIZES=1000,100000 python -m benchmarks.run --only scale` (the default sizes are 1,000 and",
+            "10,000). One-file batches (small mix), shipped settings (`group_size = 20`, `chunk_size = 500`,",
+            "luigid's `remove_delay = 600`), `--workers 2`. *First task*: seconds from the command to the",
+            "first per-batch task. *No-op*: the same command again. *status*: `python -m sendit_luigi status",
+            "--summary`, start-up included. Against luigid: its peak memory and the slowest `/api/task_list`",
+            "answer, sampled every 2 s during the first run.",
             "",
             "| scheduler | batches | wall s | ms a batch | first task s | no-op rerun s | status --summary s | luigid peak MB | task_list max s |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
