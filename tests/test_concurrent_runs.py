@@ -57,13 +57,13 @@ def test_the_sweep_removes_a_dead_writers_temporary_file_and_leaves_a_live_one(t
     assert (tmp_path / "result.json").read_bytes() == b"{}"
 
 
-def test_a_small_run_gives_each_of_two_workers_a_group_of_its_own(pipe):
-    """Seen: 20 batches made one group of [sendit] group_size = 20, and one worker did all of it alone."""
+def test_a_small_run_gives_each_of_two_workers_a_chunk_of_its_own(pipe):
+    """Seen: 20 batches made one chunk and one group of [sendit] group_size = 20: one worker did all of it."""
     for n in range(1, 7):
         pipe.add(make_study(n), files=1, nested=False)
     pipe.settings["sendit.group_size"] = "20"
     run = pipe.run(workers=2)
     assert run.code == 0, run.output
-    for stage in ("ExtractHeaders", "Anonymize"):  # two groups of three, one a worker
+    for stage in ("ExtractHeaders", "Anonymize"):  # two chunks of three, one a worker: a group each
         assert len(re.findall(rf"running +{stage}\(key=@\w+, label=\w+\+2\)", run.output)) == 2, stage
     assert len(pipe.tarballs()) == 6
