@@ -89,11 +89,11 @@ def frame(keys: list[str]) -> pd.DataFrame:
     return df
 
 
-def render_csv(keys: list[str]) -> bytes:
-    """The CSV: times as ISO 8601 in UTC with milliseconds (``2026-11-26T17:19:20.123+00:00``)."""
+def render_csv(rows: pd.DataFrame) -> bytes:
+    """The CSV of ``frame``'s rows: times as ISO 8601 in UTC with milliseconds (``2026-11-26T17:19:20.123+00:00``)."""
     import pandas as pd
 
-    df = frame(keys)
+    df = rows.copy()
     for col in TIMES:
         df[col] = pd.to_datetime(df[col], unit="s", utc=True).map(
             lambda t: "" if pd.isna(t) else t.isoformat(timespec="milliseconds")

@@ -186,6 +186,7 @@ def write_metrics(output: Path | None = None) -> int:
     """Write the metrics CSV now (the pipeline writes it at the end of each run too)."""
     out = output or metrics.metrics_path(config.sendit.get().work_path())
     keys = batches.known_keys()
-    write_bytes(out, metrics.render_csv(keys))
-    print(f"{metrics.summary(metrics.frame(keys))}; written to {out}")
+    rows = metrics.frame(keys)
+    write_bytes(out, metrics.render_csv(rows))
+    print(f"{metrics.summary(rows)}; written to {out}")
     return 0

@@ -366,7 +366,7 @@ class ExportMetrics(Reported, luigi.Task):
         return batches.known_keys()
 
     def rendered(self) -> bytes:
-        return metrics.render_csv(self.keys())
+        return metrics.render_csv(metrics.frame(self.keys()))
 
     def complete(self) -> bool:
         if not self.output().exists() or not all(r.complete() for r in luigi.task.flatten(self.requires())):
@@ -382,12 +382,13 @@ class ExportMetrics(Reported, luigi.Task):
         work = config.sendit.get().work_path()
         stamp = metrics.settled_stamp(work)  # before rendering: a change made meanwhile moves it
         keys = self.keys()
-        write_bytes(metrics.metrics_path(work), metrics.render_csv(keys))
+        rows = metrics.frame(keys)  # every batch's checkpoints, read once for the CSV and the summary
+        write_bytes(metrics.metrics_path(work), metrics.render_csv(rows))
         if stamp is not None:
             write_bytes(metrics.stamp_path(work), stamp.encode())
         else:
             metrics.stamp_path(work).unlink(missing_ok=True)
-        summary = metrics.summary(metrics.frame(keys))
+        summary = metrics.summary(rows)
         self.show(summary, 100)
         stages.log.info("metrics: %s", summary)
 
