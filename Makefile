@@ -29,7 +29,7 @@ test: setup browser
 	$(BIN)/ruff check sendit_luigi tests benchmarks
 	$(BIN)/ruff format --check sendit_luigi tests benchmarks
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 4 --dist worksteal
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -1,9 +1,10 @@
 """Fixtures: sample batch trees, a per-test config, and running the real ``luigi`` command.
 
 Pipeline tests run ``python -m luigi --module sendit_luigi ProcessAll`` in a
-subprocess with ``LUIGI_CONFIG_PATH`` pointing at a config written for the test,
-exactly as a user would, so Luigi's config, registry and scheduler state never
-leak between tests.
+process of its own with ``LUIGI_CONFIG_PATH`` pointing at a config written for the
+test, exactly as a user would, so Luigi's config, registry and scheduler state never
+leak between tests. The process is forked from a warm interpreter (``forkserver.py``),
+or with ``SENDIT_TEST_SPAWN=1`` started anew.
 """
 
 from __future__ import annotations
@@ -13,16 +14,20 @@ import gzip
 import hashlib
 import io
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import forkserver
 import hypothesis
 import pydicom
 import pytest
+from forkserver import Forked
 
 from sendit_luigi import config
 from sendit_luigi.deidentify import Profile, Recipe
@@ -69,6 +74,16 @@ def make_study(n: int, patient: int | None = None, **kw) -> Study:
     )
     values.update(kw)
     return Study(**values)
+
+
+# Commands run forked from a warm interpreter (tests/forkserver.py); SENDIT_TEST_SPAWN=1: a new one each time.
+SPAWN = os.environ.get("SENDIT_TEST_SPAWN") == "1"
+
+
+def forked_argv(command: list[str]) -> list[str]:
+    """The fork server's name for ``command``: ``[python, -m, NAME, *args]`` -> ``[NAME, *args]``."""
+    assert command[:2] == [sys.executable, "-m"] and command[2] in ("luigi", "sendit_luigi"), command
+    return command[2:]
 
 
 @dataclass
@@ -120,6 +135,10 @@ class Pipeline:
             "identifiers": {"backend": "local"},
             "storage": {"backend": "local", "local_root": str(self.bucket), "collection": "TESTIRB"},
             "upload": {"workers": "10"},
+            # Luigi's per-host lock is keyed by the command line, which every test shares: a lock of
+            # the test's own (beside its folder), so that tests running side by side (pytest -n) do not
+            # refuse each other.
+            "core": {"lock_pid_dir": str(self.root.parent / f"{self.root.name}.luigi-lock")},
         }
         for key, value in self.settings.items():
             section, name = key.split(".")
@@ -157,25 +176,38 @@ class Pipeline:
         scheduler_port: int | None = None,
     ) -> Run:
         command = self.command(*extra, workers=workers, task=task, scheduler_port=scheduler_port)
-        proc = subprocess.run(command, cwd=self.root, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        proc = self.execute(command, timeout)
         return Run(proc.returncode, proc.stdout + proc.stderr)
 
-    def start(self, *extra: str, workers: int = 1, scheduler_port: int | None = None) -> subprocess.Popen:
+    def start(self, *extra: str, workers: int = 1, scheduler_port: int | None = None) -> subprocess.Popen | Forked:
         """Start ProcessAll in the background (output to a log file in the project folder)."""
         command = self.command(*extra, workers=workers, scheduler_port=scheduler_port)
-        with open(self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log", "w") as log:
-            return subprocess.Popen(command, cwd=self.root, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        log = self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log"
+        if not SPAWN:
+            return forkserver.server().spawn(forked_argv(command), self.env(), self.root, log, None)
+        with open(log, "w") as out:
+            return subprocess.Popen(command, cwd=self.root, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         self.write_cfg()
-        return subprocess.run(
-            [sys.executable, "-m", "sendit_luigi", *args],
-            cwd=self.root,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return self.execute([sys.executable, "-m", "sendit_luigi", *args], 300)
+
+    def execute(self, command: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """Run ``command`` (this Python's ``-m luigi`` or ``-m sendit_luigi``) in this project, as
+        ``subprocess.run`` would with captured text output: forked from the fork server, or with
+        ``SENDIT_TEST_SPAWN=1`` in a new interpreter."""
+        if SPAWN:
+            env = self.env()
+            return subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, timeout=timeout)
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            proc = forkserver.server().spawn(forked_argv(command), self.env(), self.root, out, err)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+            return subprocess.CompletedProcess(command, proc.returncode, out.read_text(), err.read_text())
 
     # -- reading outputs ---------------------------------------------------
 
