@@ -182,11 +182,17 @@ class Pipeline:
     def start(self, *extra: str, workers: int = 1, scheduler_port: int | None = None) -> subprocess.Popen | Forked:
         """Start ProcessAll in the background (output to a log file in the project folder)."""
         command = self.command(*extra, workers=workers, scheduler_port=scheduler_port)
-        log = self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log"
+        return self.launch(command, self.env(), self.root / f"run-{len(list(self.root.glob('run-*.log')))}.log")
+
+    def launch(self, command: list[str], env: dict, log: Path) -> subprocess.Popen | Forked:
+        """Start ``command`` in the background, in a session of its own (``os.killpg`` reaches the task
+        processes it forks), with its output in ``log``."""
         if not SPAWN:
-            return forkserver.server().spawn(forked_argv(command), self.env(), self.root, log, None)
+            return forkserver.server().spawn(forked_argv(command), env, self.root, log, None)
         with open(log, "w") as out:
-            return subprocess.Popen(command, cwd=self.root, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                command, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         self.write_cfg()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -50,13 +49,8 @@ def test_a_rerun_after_sigkill_gives_byte_identical_outputs(reference, tmp_path,
     pipe.work.mkdir()
     command = pipe.command(workers=workers)
     stopped = tmp_path / "stopped-at-the-point"
-    process = subprocess.Popen(
-        command,
-        cwd=pipe.root,
-        env=dict(pipe.env(), SENDIT_STOP_AT=point, SENDIT_STOP_FILE=str(stopped)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    process = pipe.launch(
+        command, dict(pipe.env(), SENDIT_STOP_AT=point, SENDIT_STOP_FILE=str(stopped)), tmp_path / "killed.log"
     )
     deadline = time.time() + 120
     while not stopped.exists() and process.poll() is None and time.time() < deadline:
