@@ -279,19 +279,22 @@ class Outcome:
 
     def add(self, b: Batch, state: str, result: ResultRecord | None) -> None:
         """Count one batch, whose ``status()`` is ``state`` and ``result``."""
-        if state == "uploaded":
+        self.count(kind(b, state))
+        if state == "error" and finished_at(result) >= RUN.started:
+            self.error_this_run += 1
+
+    def count(self, kind: str) -> None:
+        """Count one batch of ``kind`` (``kind()``)."""
+        if kind == "uploaded":
             self.uploaded += 1
-        elif state == "done processing":
-            if b.upload_error_file.exists():
-                self.upload_failed += 1
-            else:
-                self.not_uploaded += 1
-        elif state == "empty":
+        elif kind == "done processing":
+            self.not_uploaded += 1
+        elif kind == "upload failed":
+            self.upload_failed += 1
+        elif kind == "empty":
             self.empty += 1
-        elif state == "error":
+        elif kind == "error":
             self.error += 1
-            if finished_at(result) >= RUN.started:
-                self.error_this_run += 1
         else:  # waiting, or queued or processing: the run did not get to it
             self.waiting += 1
 
@@ -308,6 +311,11 @@ class Outcome:
         if fail_on_batch_errors and self.error_this_run:
             reasons.append(f"{self.error_this_run} batches ended in error in this run ([sendit] fail_on_batch_errors)")
         return "; ".join(reasons)
+
+
+def kind(b: Batch, state: str) -> str:
+    """What ``Outcome`` counts batch ``b`` of ``status()`` ``state`` as: the state, or ``upload failed``."""
+    return "upload failed" if state == "done processing" and b.upload_error_file.exists() else state
 
 
 def outcome(group: list[Batch]) -> Outcome:

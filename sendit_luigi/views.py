@@ -7,14 +7,19 @@ one command that prints a folder, on purpose).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from pathlib import Path
 
 from . import progress
-from .batches import Batch, Outcome, batch, status
+from .batches import Batch, Outcome, batch, kind, status
+from .metrics import SETTLE_NS
 from .records import HeadersRecord, IdentifiersRecord, Timing, UploadedRecord, finished_at
-from .workdir import read_json_or_none
+from .workdir import read_json_or_none, write_json
 
 LAST_ERRORS = 5
+SUMMARY_CACHE = "status-summary.json"
 
 
 def summary(work_dir: Path, keys: list[str]) -> str:
@@ -22,17 +27,12 @@ def summary(work_dir: Path, keys: list[str]) -> str:
     outcome = Outcome(total=len(keys))
     files = bytes_done = 0
     errors: list[tuple[float, str, str]] = []
-    for key in keys:
-        b = batch(key)
-        state, result = status(b)
-        outcome.add(b, state, result)
-        if result is None:
-            continue
-        files += result["files"]
-        if state in ("uploaded", "done processing"):
-            bytes_done += result["bytes_in"]
+    for key, (state, n, done, error, finished) in summary_entries(work_dir, keys).items():
+        outcome.count(state)
+        files += n
+        bytes_done += done
         if state == "error":
-            errors.append((finished_at(result), key, result["error"]))
+            errors.append((finished, key, error))
     lines = [outcome.line(), f"files: {files}; done: {bytes_done / 1e9:.3f} GB ({bytes_done / 1e6:.2f} MB) of input"]
     run = progress.last_run(work_dir)
     if run is not None:
@@ -41,6 +41,51 @@ def summary(work_dir: Path, keys: list[str]) -> str:
         lines.append("last errors:")
         lines += [f"  {key}  {text}" for _, key, text in sorted(errors, reverse=True)[:LAST_ERRORS]]
     return "\n".join(lines)
+
+
+# What the summary counts of one batch: its kind (batches.kind), files, bytes done, error text and when it ended.
+Entry = tuple[str, int, int, str, float]
+
+
+def entry(key: str) -> Entry:
+    """Batch ``key``'s summary entry, read from its checkpoint files."""
+    b = batch(key)
+    state, result = status(b)
+    if result is None:
+        return (state, 0, 0, "", 0.0)
+    done = result["bytes_in"] if state in ("uploaded", "done processing") else 0
+    error, finished = (result["error"], finished_at(result)) if state == "error" else ("", 0.0)
+    return (kind(b, state), result["files"], done, error, finished)
+
+
+def summary_entries(work_dir: Path, keys: list[str]) -> dict[str, Entry]:
+    """Every batch's summary entry: from the last summary's cache if its folder has not changed since, else read.
+
+    Every checkpoint is written by a rename into its batch's folder and removed by an unlink
+    from it; both move the folder's time. So an entry is cached with its folder's time
+    (``work_dir/status-summary.json``), once that time has settled (``SETTLE_NS``), and stays
+    good while the time stays the same: a summary during a run reads again only the batches
+    that changed since the last one (at 10,000 batches, reading them all was half its time).
+    """
+    cache_file = work_dir / SUMMARY_CACHE
+    cached = (read_json_or_none(cache_file) or {}).get("entries", {})
+    root = work_dir / "batches"
+    times: dict[str, int] = {}
+    if root.is_dir():
+        with os.scandir(root) as folders:
+            times = {f.name: f.stat(follow_symlinks=False).st_mtime_ns for f in folders}
+    settled = time.time_ns() - SETTLE_NS
+    out: dict[str, Entry] = {}
+    keep: dict[str, list] = {}
+    for key in keys:
+        mtime, hit = times.get(key), cached.get(key)
+        out[key] = tuple(hit[1:]) if hit and hit[0] == mtime else entry(key)
+        if mtime is not None and mtime < settled:
+            keep[key] = [mtime, *out[key]]
+    if keep != cached:
+        with contextlib.suppress(OSError):  # a reader without write access: the next summary reads again
+            write_json(cache_file, {"entries": keep})
+    return out
 
 
 def one_batch(b: Batch, current_recipe: str) -> str:

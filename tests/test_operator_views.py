@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -149,3 +150,39 @@ def test_stage_2_seconds_are_each_batchs_share_of_its_groups_call(pipe):
         assert abs(sum(m["stage"]["seconds"] for m in members) - whole) < 0.01
     df = pd.read_csv(pipe.work / "metrics.csv")
     assert abs(df["identifiers_seconds"].sum() - sum(g[0]["stage"]["group_seconds"] for g in groups.values())) < 0.01
+
+
+def test_a_second_status_summary_reads_only_the_batches_whose_folder_changed(pipe):
+    """At 10,000 batches, reading every checkpoint took half of ``status --summary``'s second."""
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=1, nested=False)
+    assert pipe.run().code == 0
+    for d in pipe.batch_dirs().values():  # as a second after the run: a folder changed within 0.1 s is read again
+        os.utime(d, ns=(d.stat().st_atime_ns, d.stat().st_mtime_ns - 1_000_000_000))
+    assert "3 batches: 3 uploaded" in pipe.cli("status", "--summary").stdout
+    # Rewrite one batch's result behind the summary's back, keeping its folder's time: the summary
+    # that follows must not have read it again (and so still counts it as uploaded).
+    d = pipe.batch_dirs()[make_study(1).folder]
+    result = json.loads((d / "result.json").read_text())
+    stamp = d.stat()
+    (d / "result.json").write_text(json.dumps(dict(result, status="error", error="planted: never read")))
+    os.utime(d, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert "3 batches: 3 uploaded" in pipe.cli("status", "--summary").stdout
+
+
+def test_status_summary_follows_every_change_to_a_batch(pipe):
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=1, nested=False)
+    add_bad(pipe)
+    assert pipe.run().code == 0
+    assert "4 batches: 3 uploaded, 1 error" in pipe.cli("status", "--summary").stdout
+    d = pipe.batch_dirs()[make_study(2).folder]
+    (d / "uploaded.json").unlink()  # as a failed upload's sweep would leave it
+    assert "4 batches: 2 uploaded, 1 done, not uploaded, 1 error" in pipe.cli("status", "--summary").stdout
+    shutil.rmtree(pipe.input / "ACCN-BROKEN")
+    assert pipe.cli("retry", "--errors").returncode == 0
+    pipe.add(make_study(4), files=1, nested=False)
+    assert pipe.run().code == 0
+    summary = pipe.cli("status", "--summary").stdout
+    assert "uploaded" in summary and "1 error" not in summary, summary
+    assert re.search(r"files: 4\b", summary), summary
