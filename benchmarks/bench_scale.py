@@ -50,16 +50,7 @@ def measure(root: Path, scheduler: str) -> dict:
     try:
         first = timed_run(root, server)
         noop = timed_run(root, server)
-        start = time.perf_counter()
-        summary = subprocess.run(
-            [sys.executable, "-m", "sendit_luigi", "status", "--summary"],
-            cwd=root,
-            env=dict(os.environ, LUIGI_CONFIG_PATH=str(root / "luigi.cfg"), PYTHONPATH=str(harness.REPO)),
-            capture_output=True,
-            check=True,
-        )
-        summary_s = time.perf_counter() - start
-        assert summary.stdout
+        first_summary_s, summary_s = status_summary(root), status_summary(root)  # the second from the cache
     finally:
         if server is not None:
             server.stop()
@@ -67,10 +58,25 @@ def measure(root: Path, scheduler: str) -> dict:
         "wall": first["wall"],
         "first_task_s": first["first_task_s"],
         "noop_wall": noop["wall"],
+        "first_summary_s": first_summary_s,
         "summary_s": summary_s,
         "luigid_peak_mb": first.get("luigid_peak_mb"),
         "task_list_max_s": first.get("task_list_max_s"),
     }
+
+
+def status_summary(root: Path) -> float:
+    """Seconds ``python -m sendit_luigi status --summary`` takes, start-up included."""
+    start = time.perf_counter()
+    summary = subprocess.run(
+        [sys.executable, "-m", "sendit_luigi", "status", "--summary"],
+        cwd=root,
+        env=dict(os.environ, LUIGI_CONFIG_PATH=str(root / "luigi.cfg"), PYTHONPATH=str(harness.REPO)),
+        capture_output=True,
+        check=True,
+    )
+    assert summary.stdout
+    return time.perf_counter() - start
 
 
 def timed_run(root: Path, server) -> dict:

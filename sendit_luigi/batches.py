@@ -134,18 +134,22 @@ def scan(hasher: Keyed, ready_only: bool = True) -> dict[str, str]:
     return found
 
 
-def discover() -> list[str]:
-    """Return the keys of all batch folders, in a stable order, recording new ones.
+def discover(new: set[str] | None = None) -> list[str]:
+    """Return the keys of all batch folders, in a stable order, recording new ones (and adding them to ``new``).
 
     The order is by key, so it says nothing about folder names and stays the
     same from run to run.
     """
     found = scan(keyed())
+    root = private_dir(_batches_root(config.sendit.get()))
+    known = set(os.listdir(root))  # one listing instead of a look-up a batch (100,000 of them before the first task)
     for key, folder in found.items():
         b = batch(key)
-        if not b.source_file.exists():
+        if key not in known or not b.source_file.exists():
             private_dir(b.dir)
             write_json(b.source_file, {"folder": folder})
+            if new is not None:
+                new.add(key)
     return sorted(found)
 
 

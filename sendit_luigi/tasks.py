@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import luigi
@@ -236,7 +236,8 @@ class ProcessBatches(Reported, luigi.WrapperTask):
 
     def all_keys(self) -> list[str]:
         if not hasattr(self, "_all"):
-            self._all = batches.discover()
+            self._new: set[str] = set()  # recorded by this discovery: nothing of them is done
+            self._all = batches.discover(self._new)
         return self._all
 
     def batch_keys(self) -> list[str]:
@@ -244,6 +245,12 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         if not hasattr(self, "_keys"):
             keys, todo = [], 0
             for key in self.all_keys():  # each result read once: at 100,000 batches, reads are the cost
+                if key in self._new:
+                    keys.append(key)
+                    todo += 1
+                    if len(keys) == self.max_batches:
+                        break
+                    continue
                 b = batches.batch(key)
                 result = read_json_or_none(b.result_file)
                 if batches.retry_if_changed(b, result):  # a batch in error whose input changed is read again
@@ -315,15 +322,15 @@ class UploadShard(Reported, luigi.Task):
     def requires(self) -> ProcessBatches:
         return ProcessBatches(self.max_batches)
 
-    def mine(self) -> list[batches.Batch]:
+    def mine(self) -> Iterator[batches.Batch]:
         keys = self.requires().batch_keys()
-        return [batches.batch(k) for k in keys if batches.shard_of(k, self.shards) == self.shard]
+        return (batches.batch(k) for k in keys if batches.shard_of(k, self.shards) == self.shard)
 
     def pending(self) -> list[batches.Batch]:
         return [b for b in self.mine() if not batches.upload_settled(b)]
 
     def complete(self) -> bool:
-        return not self.pending()
+        return all(batches.upload_settled(b) for b in self.mine())  # stops at the first batch left to do
 
     def run(self) -> None:
         """Failed uploads are recorded per batch (``upload_error.json``), not raised: the metrics

@@ -2,7 +2,7 @@
 
 Everything under the work directory may hold PHI (original headers, the
 folder-to-key mapping, the lookup table), so folders are created 0700 and files
-0600. Every file is written through Luigi's atomic ``LocalTarget`` writer: the
+0600. Every file is written as Luigi's atomic ``LocalTarget`` writes one: the
 bytes go to a temporary name and are renamed into place, so a kill at any
 moment leaves either the old file or the new one, never half of one.
 """
@@ -15,15 +15,13 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import luigi
-import luigi.format
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -51,25 +49,36 @@ def write_bytes(path: Path, data: bytes) -> None:
 def atomic_writer(path: Path, verify: Callable[[Path], None] | None = None) -> Iterator[BinaryIO]:
     """A binary file that appears at ``path`` only if the block finishes without error.
 
-    Luigi's atomic ``LocalTarget`` writer: the bytes go to ``<path>-luigi-tmp-N``
-    (mode 0600), which is renamed over ``path`` on success and deleted on error.
-    ``verify``, if given, reads the finished temporary file and raises if it is
-    not whole; then nothing is renamed.
+    As Luigi's atomic ``LocalTarget`` writer does: the bytes go to ``<path>-luigi-tmp-N``,
+    which is renamed over ``path`` on success and deleted on error. Unlike it, the temporary
+    file is created 0600 (never readable by others, not even for a moment), and its folder
+    is made only when missing (discovery writes 100,000 of these before the first task).
+    ``verify``, if given, reads the finished temporary file and raises if it is not whole;
+    then nothing is renamed.
     """
-    fh = luigi.LocalTarget(str(path), format=luigi.format.Nop).open("wb")
-    os.chmod(fh.tmp_path, PRIVATE_FILE)
-    fcntl.flock(fh.fileno(), fcntl.LOCK_SH)  # "being written": the sweep leaves it alone (released on exit)
+    tmp = f"{path}-luigi-tmp-{random.randrange(10_000_000_000):09d}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, PRIVATE_FILE)
+    except FileNotFoundError:  # its folder is missing
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        fd = os.open(tmp, flags, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # whatever the umask
+    fh = os.fdopen(fd, "wb")
+    fcntl.flock(fd, fcntl.LOCK_SH)  # "being written": the sweep leaves it alone (released on close)
     try:
         yield fh
+        fh.flush()
         if verify is not None:
-            fh.flush()
-            verify(Path(fh.tmp_path))
+            verify(Path(tmp))
+        fh.close()
+        os.replace(tmp, path)
     except BaseException:
-        fh.raw.close()
-        if os.path.exists(fh.tmp_path):
-            os.remove(fh.tmp_path)
+        with suppress(OSError):
+            fh.close()
+        with suppress(FileNotFoundError):
+            os.remove(tmp)
         raise
-    fh.close()
 
 
 def sweep_temporaries(folder: Path, of: tuple[str, ...] = ("*",)) -> int:
