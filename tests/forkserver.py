@@ -17,10 +17,12 @@ instead (``conftest.Pipeline``), to check that nothing depends on the fork.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +182,17 @@ class ForkServer:
         self.exits: dict[int, int] = {}
         self.pids: list[int] = []
         self.pending = b""
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """End the server (its stdin closes) and remove its folder."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def spawn(self, argv: list[str], env: dict, cwd: Path, stdout: Path, stderr: Path | None) -> Forked:
         assert self.proc.stdin is not None
