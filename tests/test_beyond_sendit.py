@@ -9,9 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 from conftest import Pipeline, datasets, file_label, mail_alerts_to, make_study, members, tree_digest
 from phi_seed import write_seeded_study
@@ -149,20 +147,51 @@ def test_audit_export_is_private_and_maps_keys_folders_and_ids(pipe):
     assert not any("reid" in str(p) for p in pipe.bucket.rglob("*"))
 
 
-def copy_slowly(source: Path, target: Path, pause: float) -> None:
-    target.mkdir(parents=True)
-    for path in sorted(source.iterdir()):
+def test_a_folder_is_finished_only_once_it_has_not_changed_for_the_quiet_period(configured, tmp_path):
+    """The watcher's rule, on a clock of the test's own: no sleeping, no race with a copy."""
+    from sendit_luigi.watch import Watcher
+
+    pipe = configured
+    study, later = make_study(1), make_study(2)
+    write_study(tmp_path / "staging", study, 3, nested=False)
+    write_study(tmp_path / "staging", later, 2, nested=False)
+    now = [0.0]
+    watcher = Watcher(10.0, [], clock=lambda: now[0])
+    # a copy tool that writes file by file, 9 s apart (under the quiet period)
+    target = pipe.input / study.folder
+    target.mkdir()
+    for path in sorted((tmp_path / "staging" / study.folder).iterdir()):
         shutil.copy(path, target / path.name)
-        time.sleep(pause)
+        assert watcher.finished() == []
+        now[0] += 9
+    assert watcher.finished() == []  # 9 s since the last file
+    with open(next(target.iterdir()), "ab") as grown:  # a file still growing is a change too
+        grown.write(b"\0\0")
+    now[0] += 9
+    assert watcher.finished() == []
+    now[0] += 10
+    [key] = watcher.finished()
+    assert not (pipe.work / "batches" / key / "source.json").exists()  # the watcher records nothing
+    # a copy tool that writes to NAME.tmp and renames when done: never while .tmp, then after the quiet period
+    tmp_target = pipe.input / (later.folder + ".tmp")
+    shutil.copytree(tmp_path / "staging" / later.folder, tmp_target)
+    for _ in range(3):
+        now[0] += 10
+        assert watcher.finished() == [key]
+    tmp_target.rename(pipe.input / later.folder)
+    assert watcher.finished() == [key]
+    now[0] += 10
+    assert len(watcher.finished()) == 2
 
 
-def test_watch_picks_up_a_folder_only_when_it_is_complete_and_stops_on_sigterm(pipe, tmp_path):
-    staging = tmp_path / "staging"
-    write_study(staging, make_study(1), 5, nested=False)
-    write_study(staging, make_study(2), 3, nested=False)
+def test_watch_runs_the_pipeline_on_finished_folders_and_stops_on_sigterm(pipe):
+    pipe.add(make_study(1), files=5, nested=False)
+    pipe.add(make_study(2), files=3, nested=False)
+    copying = pipe.input / (make_study(3).folder + ".tmp")  # still being copied: never picked up
+    write_study(pipe.root / "staging", make_study(3), 2, nested=False).rename(copying)
     pipe.write_cfg()
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.2", "--quiet", "2.5"],
+        [sys.executable, "-m", "sendit_luigi", "watch", "--interval", "0.1", "--quiet", "0.3"],
         cwd=pipe.root,
         env=pipe.env(),
         stdout=subprocess.PIPE,
@@ -170,21 +199,12 @@ def test_watch_picks_up_a_folder_only_when_it_is_complete_and_stops_on_sigterm(p
         text=True,
     )
     try:
-        slow = threading.Thread(
-            target=copy_slowly, args=(staging / make_study(1).folder, pipe.input / make_study(1).folder, 0.5)
-        )
-        slow.start()
-        # a copy tool that writes to NAME.tmp and renames when done
-        tmp_target = pipe.input / (make_study(2).folder + ".tmp")
-        copy_slowly(staging / make_study(2).folder, tmp_target, 0.5)
-        tmp_target.rename(pipe.input / make_study(2).folder)
-        slow.join()
         deadline = time.time() + 90
         while len(pipe.tarballs()) < 2 and time.time() < deadline:
-            time.sleep(0.2)
-        assert sorted(len(members(t)) for t in pipe.tarballs()) == [3, 5]  # never picked up half-copied
+            time.sleep(0.1)
+        assert sorted(len(members(t)) for t in pipe.tarballs()) == [3, 5]
         results = [json.loads((d / "result.json").read_text()) for d in pipe.batch_dirs().values()]
-        assert all(r["status"] == "done" and r["files"] in (3, 5) for r in results)
+        assert sorted(r["files"] for r in results) == [3, 5] and all(r["status"] == "done" for r in results)
     finally:
         watcher.send_signal(signal.SIGTERM)
         try:
@@ -194,7 +214,7 @@ def test_watch_picks_up_a_folder_only_when_it_is_complete_and_stops_on_sigterm(p
             raise
     assert watcher.returncode == 0, output
     assert "running the pipeline" in output
-    for study in (make_study(1), make_study(2)):
+    for study in (make_study(1), make_study(2), make_study(3)):
         assert study.folder not in output and study.patient_id not in output
     assert all(len(datasets(t)) for t in pipe.tarballs())
     assert os.path.exists(pipe.work / "watch-ready.json")
