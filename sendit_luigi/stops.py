@@ -2,8 +2,10 @@
 
 With ``SENDIT_STOP_AT=<point>`` in the environment, the first process to reach
 ``<point>`` creates the file named by ``SENDIT_STOP_FILE`` and waits there until it is
-killed (``tests/test_resume_after_kill.py``). Unset, as in every real run, ``reach``
-is one dictionary look-up: it changes nothing.
+killed (``tests/test_resume_after_kill.py``), or until the test creates the same name
+with ``.released`` appended: then it goes on, and the point stops nothing any more
+(``tests/test_operations.py`` looks at luigid while the run stands still). Unset, as in
+every real run, ``reach`` is one dictionary look-up: it changes nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ POINTS = (
 
 
 def reach(point: str) -> None:
-    """Stop here, for good, when a kill test asks for ``point``."""
+    """Stop here when a test asks for ``point``: until killed, or until the test releases the run."""
     if os.environ.get("SENDIT_STOP_AT") != point:
         return
-    Path(os.environ["SENDIT_STOP_FILE"]).touch()
-    while True:
-        time.sleep(60)
+    stop = Path(os.environ["SENDIT_STOP_FILE"])
+    released = stop.with_name(stop.name + ".released")
+    if released.exists():
+        return
+    stop.touch()
+    while not released.exists():
+        time.sleep(0.05)

@@ -113,7 +113,6 @@ def pack_study(
                     record["error"] = file_error(exc)
                 if "error" not in record and written is not None:
                     _add(tar, written)  # outside the per-file handling: a write error fails the tarball
-                    stops.reach("tarball half written")
                     names.append(written.name)
                     series.add(str(ds.SeriesInstanceUID))
                     shared.add(ds)
@@ -122,6 +121,8 @@ def pack_study(
                         record["pixels_cleaned"] = True
                 if progress is not None:
                     progress(len(records), len(files), sum("error" in r for r in records))
+                if names:
+                    stops.reach("tarball half written")  # and its progress told
             if not names:
                 raise _NothingPacked
     except _NothingPacked:
