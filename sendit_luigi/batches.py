@@ -84,8 +84,9 @@ class Batch:
         return self.dir / "replaces.json"
 
     def folder(self) -> Path:
-        """The input folder this batch reads (PHI: never log it)."""
-        return Path(read_json(self.source_file)["folder"])
+        """The input folder this batch reads (PHI: never log it): recorded, or as the last discovery found it."""
+        source = read_json_or_none(self.source_file)
+        return Path(source["folder"] if source is not None else discovered()[self.key])
 
 
 def batch(key: str) -> Batch:
@@ -135,30 +136,58 @@ def scan(hasher: Keyed, ready_only: bool = True) -> dict[str, str]:
 
 
 def discover(new: set[str] | None = None) -> list[str]:
-    """Return the keys of all batch folders, in a stable order, recording new ones (and adding them to ``new``).
+    """Return the keys of all batch folders, in a stable order, and list them in ``discovered.json``.
 
     The order is by key, so it says nothing about folder names and stays the
-    same from run to run.
+    same from run to run. ``new`` gets the keys that have no work folder yet. A
+    batch's own work folder is made when its first stage starts (``make_work_folder``): at
+    100,000 batches, making them all here took most of the time before the first task.
     """
     found = scan(keyed())
     root = private_dir(_batches_root(config.sendit.get()))
-    known = set(os.listdir(root))  # one listing instead of a look-up a batch (100,000 of them before the first task)
-    for key, folder in found.items():
-        b = batch(key)
-        if key not in known or not b.source_file.exists():
-            private_dir(b.dir)
-            write_json(b.source_file, {"folder": folder})
-            if new is not None:
-                new.add(key)
+    if found != discovered():  # rewritten only on change: its time is part of the metrics stamp
+        write_json(discovered_path(), found)  # private, as source.json: folder names are PHI
+    if new is not None:
+        new.update(found.keys() - set(os.listdir(root)))
     return sorted(found)
 
 
+def make_work_folder(b: Batch) -> None:
+    """Make batch ``b``'s private work folder and its ``source.json`` (before its first stage writes there)."""
+    if not b.source_file.exists():
+        folder = b.folder()  # from the discovery, before the folder is made
+        private_dir(b.dir)
+        write_json(b.source_file, {"folder": str(folder)})
+
+
+def discovered_path() -> Path:
+    return config.sendit.get().work_path() / "discovered.json"
+
+
+def discovered() -> dict[str, str]:
+    """Batch key -> input folder, as the last discovery found them (``{}`` before the first)."""
+    path = discovered_path()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    return _read_discovered(path, stat.st_ino, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_discovered(path: Path, inode: int, mtime_ns: int) -> dict[str, str]:
+    return dict(read_json(path))  # read again once the file is replaced (a rename gives it a new inode)
+
+
 def known_keys() -> list[str]:
-    """Keys of every batch that has a work folder (discovered now or earlier)."""
+    """Keys of every batch this work folder knows: recorded (a work folder), or found by the last discovery."""
     root = config.sendit.get().work_path() / "batches"
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "source.json").exists())
+    recorded = {p.name for p in root.iterdir() if (p / "source.json").exists()} if root.is_dir() else set()
+    return sorted(recorded | discovered().keys())
+
+
+def is_known(key: str) -> bool:
+    return batch(key).source_file.exists() or key in discovered()
 
 
 def shard_of(key: str, shards: int) -> int:

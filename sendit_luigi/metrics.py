@@ -7,6 +7,7 @@ counts appear; error texts were already cleaned of PHI when they were recorded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -132,6 +133,8 @@ def folders_stamp(work_dir: Path) -> str | None:
     now = time.time_ns()
     count = newest = 0
     root = work_dir / "batches"
+    with contextlib.suppress(FileNotFoundError):  # the batches found but not started yet are rows too
+        newest = (work_dir / "discovered.json").stat().st_mtime_ns
     if root.is_dir():
         with os.scandir(root) as entries:
             for entry in entries:

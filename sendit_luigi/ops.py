@@ -56,7 +56,7 @@ def status(key: str | None = None, only: str | None = None, errors: bool = False
 
 def unknown(keys: list[str]) -> bool:
     """Say so (and return True) when one of ``keys`` is no batch of this work folder."""
-    missing = [k for k in keys if not batches.batch(k).source_file.exists()]
+    missing = [k for k in keys if not batches.is_known(k)]
     if missing:
         print(f"no batch {missing[0]} in this work folder", file=sys.stderr)
     return bool(missing)

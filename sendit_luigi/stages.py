@@ -7,7 +7,7 @@ is how the tests and benchmarks drive single stages.
 
 Checkpoints, all in the batch's private work folder::
 
-    source.json        the input folder (written at discovery)
+    source.json        the input folder (written when stage 1 starts; discovered.json has them all)
     headers.json       stage 1: per-file header data, per-file errors, PHI for the leak check
     identifiers.json   stage 2: coded patient id, coded accession, date shift (or an error)
     study.tar.gz       stage 3: the de-identified study
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import claims, cleanup, config, stops
-from .batches import Batch, keyed, with_row
+from .batches import Batch, keyed, make_work_folder, with_row
 from .deidentify import (
     Context,
     InputChanged,
@@ -71,6 +71,7 @@ def _timing(start: float) -> Timing:
 
 def extract(b: Batch, progress: Progress | None = None) -> HeadersRecord:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
+    make_work_folder(b)  # made now rather than at discovery
     sweep_temporaries(b.dir)
     rules = recipe()
     headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.burned_in, progress)

@@ -236,7 +236,7 @@ class ProcessBatches(Reported, luigi.WrapperTask):
 
     def all_keys(self) -> list[str]:
         if not hasattr(self, "_all"):
-            self._new: set[str] = set()  # recorded by this discovery: nothing of them is done
+            self._new: set[str] = set()  # no work folder yet: nothing of them is done
             self._all = batches.discover(self._new)
         return self._all
 

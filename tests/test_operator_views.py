@@ -186,3 +186,21 @@ def test_status_summary_follows_every_change_to_a_batch(pipe):
     summary = pipe.cli("status", "--summary").stdout
     assert "uploaded" in summary and "1 error" not in summary, summary
     assert re.search(r"files: 4\b", summary), summary
+
+
+def test_a_batch_gets_its_work_folder_when_its_first_stage_starts_and_is_known_before(pipe):
+    """At 100,000 batches, making every work folder before the first task took most of the start."""
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=1, nested=False)
+    assert pipe.run("--max-batches", "1").code == 0
+    assert len(list((pipe.work / "batches").iterdir())) == 1  # the one batch this run took
+    summary = pipe.cli("status", "--summary").stdout
+    assert summary.startswith("3 batches: 1 uploaded"), summary  # the other two are known all the same
+    started = next((pipe.work / "batches").iterdir()).name
+    waiting = [k for k in re.findall(r"\b[0-9a-f]{16}\b", pipe.cli("status").stdout) if k != started]
+    assert len(set(waiting)) == 2
+    folders = {pipe.cli("where", k).stdout.strip() for k in set(waiting)}
+    assert folders == {str(pipe.input / make_study(n).folder) for n in (1, 2, 3)} - {
+        pipe.cli("where", started).stdout.strip()
+    }
+    assert pipe.run().code == 0 and len(pipe.tarballs()) == 3
