@@ -147,6 +147,7 @@ def discover(new: set[str] | None = None) -> list[str]:
     root = private_dir(_batches_root(config.sendit.get()))
     if found != discovered():  # rewritten only on change: its time is part of the metrics stamp
         write_json(discovered_path(), found)  # private, as source.json: folder names are PHI
+        discovered()  # read back once here: the task processes forked from this one find it cached
     if new is not None:
         new.update(found.keys() - set(os.listdir(root)))
     return sorted(found)
@@ -184,6 +185,15 @@ def known_keys() -> list[str]:
     root = config.sendit.get().work_path() / "batches"
     recorded = {p.name for p in root.iterdir() if (p / "source.json").exists()} if root.is_dir() else set()
     return sorted(recorded | discovered().keys())
+
+
+def folder_times(work_dir: Path) -> dict[str, int]:
+    """Batch key -> modification time (ns) of its work folder, for every work folder, in one listing."""
+    root = work_dir / "batches"
+    if not root.is_dir():
+        return {}
+    with os.scandir(root) as entries:
+        return {e.name: e.stat(follow_symlinks=False).st_mtime_ns for e in entries if e.is_dir(follow_symlinks=False)}
 
 
 def is_known(key: str) -> bool:

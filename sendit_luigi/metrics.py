@@ -8,12 +8,11 @@ counts appear; error texts were already cleaned of PHI when they were recorded.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .batches import batch, status
+from .batches import batch, folder_times, status
 from .workdir import read_json_or_none
 
 if TYPE_CHECKING:
@@ -131,17 +130,11 @@ def folders_stamp(work_dir: Path) -> str | None:
     every checkpoint (seconds at 100,000 batches).
     """
     now = time.time_ns()
-    count = newest = 0
-    root = work_dir / "batches"
+    times = folder_times(work_dir)
+    newest = max(times.values(), default=0)
     with contextlib.suppress(FileNotFoundError):  # the batches found but not started yet are rows too
-        newest = (work_dir / "discovered.json").stat().st_mtime_ns
-    if root.is_dir():
-        with os.scandir(root) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    count += 1
-                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
-    return f"{count} {newest}" if newest < now - SETTLE_NS else None
+        newest = max(newest, (work_dir / "discovered.json").stat().st_mtime_ns)
+    return f"{len(times)} {newest}" if newest < now - SETTLE_NS else None
 
 
 def settled_stamp(work_dir: Path, wait_s: float = 2.0) -> str | None:

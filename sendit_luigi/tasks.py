@@ -245,20 +245,17 @@ class ProcessBatches(Reported, luigi.WrapperTask):
         if not hasattr(self, "_keys"):
             keys, todo = [], 0
             for key in self.all_keys():  # each result read once: at 100,000 batches, reads are the cost
-                if key in self._new:
-                    keys.append(key)
-                    todo += 1
-                    if len(keys) == self.max_batches:
-                        break
-                    continue
-                b = batches.batch(key)
-                result = read_json_or_none(b.result_file)
-                if batches.retry_if_changed(b, result):  # a batch in error whose input changed is read again
-                    result = None
-                if self.max_batches > 0 and batches.upload_settled(b, result):
-                    continue
+                done = False  # a batch without a work folder has nothing done
+                if key not in self._new:
+                    b = batches.batch(key)
+                    result = read_json_or_none(b.result_file)
+                    if batches.retry_if_changed(b, result):  # a batch in error whose input changed is read again
+                        result = None
+                    if self.max_batches > 0 and batches.upload_settled(b, result):
+                        continue
+                    done = batches.processed(b, result)
                 keys.append(key)
-                todo += not batches.processed(b, result)
+                todo += not done
                 if len(keys) == self.max_batches:
                     break
             self._keys = keys

@@ -8,12 +8,11 @@ one command that prints a folder, on purpose).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 
 from . import progress
-from .batches import Batch, Outcome, batch, kind, status
+from .batches import Batch, Outcome, batch, folder_times, kind, status
 from .metrics import SETTLE_NS
 from .records import HeadersRecord, IdentifiersRecord, Timing, UploadedRecord, finished_at
 from .workdir import read_json_or_none, write_json
@@ -69,11 +68,7 @@ def summary_entries(work_dir: Path, keys: list[str]) -> dict[str, Entry]:
     """
     cache_file = work_dir / SUMMARY_CACHE
     cached = (read_json_or_none(cache_file) or {}).get("entries", {})
-    root = work_dir / "batches"
-    times: dict[str, int] = {}
-    if root.is_dir():
-        with os.scandir(root) as folders:
-            times = {f.name: f.stat(follow_symlinks=False).st_mtime_ns for f in folders}
+    times = folder_times(work_dir)
     settled = time.time_ns() - SETTLE_NS
     out: dict[str, Entry] = {}
     keep: dict[str, list] = {}
