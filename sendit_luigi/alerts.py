@@ -17,14 +17,12 @@ import logging
 import luigi
 import luigi.notifications
 
-from . import config
 from .errors import describe
 
 log = logging.getLogger("sendit_luigi")
 
 
-def send(subject: str, message: str) -> None:
-    receivers = config.alerts.get().recipients()
+def send(receivers: list[str], subject: str, message: str) -> None:
     if not receivers:
         return
     sender = luigi.notifications.email().sender
@@ -34,10 +32,14 @@ def send(subject: str, message: str) -> None:
         log.error("could not send an alert: %s", describe(exc))
 
 
-def batch_error(key: str, status: str, error: str) -> None:
-    send(f"batch {key} ended with {status}", f"Batch {key}: {error}\n\nDetails: python -m sendit_luigi status --errors")
+def batch_error(receivers: list[str], key: str, status: str, error: str) -> None:
+    send(
+        receivers,
+        f"batch {key} ended with {status}",
+        f"Batch {key}: {error}\n\nDetails: python -m sendit_luigi status --errors",
+    )
 
 
-def task_failed(task_id: str, text: str) -> None:
+def task_failed(receivers: list[str], task_id: str, text: str) -> None:
     """A task failed; ``text`` is our own words (``tasks.Reported`` made sure of that)."""
-    send(f"task {task_id} failed", f"Task {task_id} failed: {text}\n\nRun the same command again to resume.")
+    send(receivers, f"task {task_id} failed", f"Task {task_id} failed: {text}\n\nRun the same command again to resume.")

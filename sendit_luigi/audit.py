@@ -13,13 +13,12 @@ import os
 import sqlite3
 from pathlib import Path
 
-from . import config
 from .batches import batch, known_keys
 from .headers import single_value
 from .workdir import read_json_or_none
 
 
-def collect() -> dict:
+def collect(vault_path: Path) -> dict:
     rows = []
     for key in known_keys():
         b = batch(key)
@@ -43,7 +42,7 @@ def collect() -> dict:
             }
         )
     vault = {}
-    path = config.identifiers.get().vault_path()
+    path = vault_path
     if path.exists():
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
@@ -60,8 +59,8 @@ def collect() -> dict:
     }
 
 
-def export(target: Path) -> dict:
-    data = collect()
+def export(target: Path, vault_path: Path) -> dict:
+    data = collect(vault_path)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)

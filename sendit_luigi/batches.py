@@ -10,8 +10,9 @@ key-to-folder mapping lives in the private work directory (``source.json``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,19 @@ class Batch:
         return Path(source["folder"] if source is not None else discovered()[self.key])
 
 
+def _settings() -> config.sendit:
+    """``[sendit]``: where the work folder is and which input folders hold batches (the work folder's layout
+    is this module's, so it is the one module besides the task and command layers that reads settings)."""
+    settings: config.sendit = config.sendit.get()
+    return settings
+
+
+def _work_path() -> Path:
+    return _settings().work_path()
+
+
 def batch(key: str) -> Batch:
-    return Batch(key, _batches_root(config.sendit.get()) / key)
+    return Batch(key, _batches_root(_settings()) / key)
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,16 +110,48 @@ def _batches_root(settings: config.sendit) -> Path:
     return settings.work_path() / "batches"  # once: ``batch`` is called for every batch, several times a run
 
 
-def keyed() -> Keyed:
+def group_label(labels: Iterable[str]) -> str:
+    """How luigid names a group of batches: its first key and how many more (``3f2a...+19``)."""
+    first, *more = list(labels)
+    return f"{first}+{len(more)}" if more else first
+
+
+def group_key(keys: Iterable[str]) -> str:
+    """A group's ``key`` parameter: ``@`` and a digest naming the file that lists its keys.
+
+    luigid shows a running task's parameters in its task list and Workers tab; twenty
+    comma-joined keys (360 characters) push the progress bar off the page. The list
+    goes to ``<work_dir>/groups/<digest>.json`` on the host that runs the group.
+    """
+    keys = list(keys)
+    if len(keys) == 1:
+        return keys[0]
+    text = ",".join(keys)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = private_dir(_work_path() / "groups") / f"{digest}.json"
+    if not path.exists():
+        write_json(path, keys)
+    return "@" + digest
+
+
+def group_keys(key: str) -> list[str]:
+    """The batch keys a ``key`` parameter stands for (see ``group_key``)."""
+    if key.startswith("@"):
+        return read_json(_work_path() / "groups" / f"{key[1:]}.json")
+    return key.split(",")
+
+
+def work_hash() -> Keyed:
     """The keyed hash made from this work folder's secret (created on first use).
 
     The one source of batch keys, study claims and the local vault's coded ids.
     """
-    return _keyed(config.sendit.get().secret_path())
+    return secret_hash(_settings().secret_path())
 
 
 @functools.lru_cache(maxsize=4)
-def _keyed(secret_path: Path) -> Keyed:
+def secret_hash(secret_path: Path) -> Keyed:
+    """The keyed hash made from the secret at ``secret_path`` (created on first use), once per process."""
     return Keyed(load_secret(secret_path))
 
 
@@ -117,7 +161,7 @@ def is_still_copying(name: str, suffixes: tuple[str, ...]) -> bool:
 
 def scan(hasher: Keyed, ready_only: bool = True) -> dict[str, str]:
     """Batch key -> folder for every batch folder in the input folders; writes nothing."""
-    cfg = config.sendit.get()
+    cfg = _settings()
     suffixes = cfg.suffixes()
     found: dict[str, str] = {}
     for root in cfg.input_paths():
@@ -143,8 +187,8 @@ def discover(new: set[str] | None = None) -> list[str]:
     batch's own work folder is made when its first stage starts (``make_work_folder``): at
     100,000 batches, making them all here took most of the time before the first task.
     """
-    found = scan(keyed())
-    root = private_dir(_batches_root(config.sendit.get()))
+    found = scan(work_hash())
+    root = private_dir(_batches_root(_settings()))
     if found != discovered():  # rewritten only on change: its time is part of the metrics stamp
         write_json(discovered_path(), found)  # private, as source.json: folder names are PHI
         discovered()  # read back once here: the task processes forked from this one find it cached
@@ -162,7 +206,7 @@ def make_work_folder(b: Batch) -> None:
 
 
 def discovered_path() -> Path:
-    return config.sendit.get().work_path() / "discovered.json"
+    return _settings().work_path() / "discovered.json"
 
 
 def discovered() -> dict[str, str]:
@@ -182,7 +226,7 @@ def _read_discovered(path: Path, inode: int, mtime_ns: int) -> dict[str, str]:
 
 def known_keys() -> list[str]:
     """Keys of every batch this work folder knows: recorded (a work folder), or found by the last discovery."""
-    root = config.sendit.get().work_path() / "batches"
+    root = _settings().work_path() / "batches"
     recorded = {p.name for p in root.iterdir() if (p / "source.json").exists()} if root.is_dir() else set()
     return sorted(recorded | discovered().keys())
 

@@ -13,7 +13,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
 from .batches import Batch, batch, status
 from .inputs import inside, walk_files
 from .workdir import read_json, write_json
@@ -30,8 +29,11 @@ class Item:
     bytes: int = 0
 
 
-def plan(keys: list[str], delete_inputs: bool = False) -> list[Item]:
-    """What cleanup would remove, batch by batch (uploaded batches only)."""
+def plan(keys: list[str], delete_inputs_in: list[Path] | None = None) -> list[Item]:
+    """What cleanup would remove, batch by batch (uploaded batches only).
+
+    With ``delete_inputs_in`` (the input folders, links resolved), also each batch's input folder inside them.
+    """
     items = []
     for key in keys:
         b = batch(key)
@@ -39,10 +41,10 @@ def plan(keys: list[str], delete_inputs: bool = False) -> list[Item]:
             continue
         item = Item(key, [b.dir / name for name in REMOVABLE if (b.dir / name).exists()])
         item.bytes = sum(p.stat().st_size for p in item.work_files)
-        if delete_inputs:
+        if delete_inputs_in is not None:
             folder = b.folder()
             # never through a link, never outside the input folders
-            if folder.is_dir() and not folder.is_symlink() and inside(folder, config.sendit.get().input_roots()):
+            if folder.is_dir() and not folder.is_symlink() and inside(folder, delete_inputs_in):
                 files = list(walk_files(folder))
                 item.input_folder, item.input_files = folder, len(files)
                 item.bytes += sum(p.stat().st_size for p in files if p.is_file())

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import config
-from .batches import batch, keyed, scan, status, upload_settled, with_row
+from .batches import batch, scan, status, upload_settled, with_row, work_hash
 from .inputs import walk_files
 from .storage import object_name
 
 
-def plan(max_batches: int = 0) -> dict:
-    found = scan(keyed())  # creates the secret key on first use: it holds no PHI, and keys are then stable
+def plan(max_batches: int, collection: str) -> dict:
+    found = scan(work_hash())  # creates the secret key on first use: it holds no PHI, and keys are then stable
     rows = []
     for key in sorted(found):
         b = batch(key)
@@ -26,12 +25,12 @@ def plan(max_batches: int = 0) -> dict:
         folder = Path(found[key])
         files = [p for p in walk_files(folder)]
         if result and result.get("status") == "done":
-            output = object_name(with_row(b, result))
+            output = object_name(with_row(b, result), collection)
         elif state in ("empty", "error"):
             output = "nothing (ended " + state + ")"
         else:
             output = (
-                f"Collection/{config.storage.get().collection}/Entity/<coded patient>/"
+                f"Collection/{collection}/Entity/<coded patient>/"
                 "<coded patient>_<shifted date>_<coded accession>.tar.gz + 1 metadata row"
             )
         rows.append(
@@ -50,7 +49,7 @@ def plan(max_batches: int = 0) -> dict:
     return {"batches": rows, "todo": todo}
 
 
-def render(p: dict) -> str:
+def render(p: dict, work_dir: Path) -> str:
     lines = [
         "Dry run: nothing is written.",
         f"{len(p['batches'])} batches found; this run would work on {len(p['todo'])}:",
@@ -63,7 +62,7 @@ def render(p: dict) -> str:
     if done:
         lines.append(f"{done} other batches are done or left for a later run.")
     lines.append(
-        f"work files: {config.sendit.get().work_path()}/batches/<key>/ "
+        f"work files: {work_dir}/batches/<key>/ "
         "(headers.json, identifiers.json, study.tar.gz, row.json, result.json, uploaded.json)"
     )
     return "\n".join(lines)

@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 from . import batches, cleanup, config, dryrun, inspection, metrics, stages, views
+from .deidentify import Recipe
 from .workdir import write_bytes
+
+
+def recipe() -> Recipe:
+    """The configured recipe (the one a run would use)."""
+    return stages.load_recipe(config.sendit.get(), config.deid.get())
 
 
 def status(key: str | None = None, only: str | None = None, errors: bool = False, summary: bool = False) -> int:
@@ -38,7 +44,7 @@ def status(key: str | None = None, only: str | None = None, errors: bool = False
             print("no errors")
         return 0
     seconds = df[[c for c in df.columns if c.endswith("_seconds")]].fillna(0).sum(axis=1)
-    current = stages.recipe().hash
+    current = recipe().hash
     made = df["recipe"].where(df["recipe"] == "", df["recipe"].map(lambda h: "current" if h == current else "older"))
     table = df.assign(seconds=seconds.round(2), recipe=made)[
         ["batch", "status", "files", "files_error", "seconds", "recipe"]
@@ -65,7 +71,7 @@ def unknown(keys: list[str]) -> bool:
 def show_batch(key: str) -> int:
     if unknown([key]):
         return 2
-    print(views.one_batch(batches.batch(key), stages.recipe().hash))
+    print(views.one_batch(batches.batch(key), recipe().hash))
     return 0
 
 
@@ -97,7 +103,7 @@ def reprocess(keys: list[str], older_recipe: bool = False) -> int:
     """Make stage 3 and the upload run again at the next run, for named batches or those of an older recipe."""
     keys = list(keys)
     if older_recipe:
-        current = stages.recipe().hash
+        current = recipe().hash
         df = metrics.frame(batches.known_keys())
         keys += [k for k, h in zip(df["batch"], df["recipe"], strict=True) if h and h != current]
     if not keys:
@@ -113,7 +119,7 @@ def reprocess(keys: list[str], older_recipe: bool = False) -> int:
 
 def dry_run(max_batches: int = 0) -> int:
     """What ``ProcessAll`` would do now; writes nothing."""
-    print(dryrun.render(dryrun.plan(max_batches)))
+    print(dryrun.render(dryrun.plan(max_batches, config.storage.get().collection), config.sendit.get().work_path()))
     return 0
 
 
@@ -122,13 +128,13 @@ def inspect(folder: Path) -> int:
     if not folder.is_dir():
         print(f"{folder} is not a folder", file=sys.stderr)
         return 2
-    print(inspection.inspect(folder, stages.recipe()))
+    print(inspection.inspect(folder, recipe()))
     return 0
 
 
 def profile(summary: bool = False) -> int:
     """Every attribute of PS3.15 Table E.1-1 and what the configured profile and recipe do to it."""
-    rules = stages.recipe()
+    rules = recipe()
     print(inspection.profile_summary(rules) if summary else inspection.profile_markdown(rules), end="")
     return 0
 
@@ -138,7 +144,7 @@ def audit(action: str, file: Path) -> int:
     from . import audit as key_file
 
     if action == "export":
-        data = key_file.export(file)
+        data = key_file.export(file, config.identifiers.get().vault_path())
         print(f"wrote {len(data['batches'])} batches and the vault tables to {file} (mode 0600; PHI)")
     else:
         data = key_file.read(file)
@@ -165,7 +171,7 @@ def report(output: Path | None = None) -> int:
 
 def clean_up(dry_run: bool = False, delete_inputs: bool = False) -> int:
     """Remove work files of uploaded batches (and, when asked, their input folders)."""
-    plan = cleanup.plan(batches.known_keys(), delete_inputs)
+    plan = cleanup.plan(batches.known_keys(), config.sendit.get().input_roots() if delete_inputs else None)
     if not plan:
         print("nothing to clean up: no uploaded batch has work files left")
         return 0

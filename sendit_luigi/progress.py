@@ -15,48 +15,14 @@ Messages hold batch keys, counts and our own error texts: never a value or a pat
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
 from .records import HeadersRecord, IdentifiersRecord, ResultRecord
-from .workdir import private_dir, read_json, write_json
-
-
-def group_label(labels: Iterable[str]) -> str:
-    """How luigid names a group of batches: its first key and how many more (``3f2a...+19``)."""
-    first, *more = list(labels)
-    return f"{first}+{len(more)}" if more else first
-
-
-def group_key(keys: Iterable[str]) -> str:
-    """A group's ``key`` parameter: ``@`` and a digest naming the file that lists its keys.
-
-    luigid shows a running task's parameters in its task list and Workers tab; twenty
-    comma-joined keys (360 characters) push the progress bar off the page. The list
-    goes to ``<work_dir>/groups/<digest>.json`` on the host that runs the group.
-    """
-    keys = list(keys)
-    if len(keys) == 1:
-        return keys[0]
-    text = ",".join(keys)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = private_dir(config.sendit.get().work_path() / "groups") / f"{digest}.json"
-    if not path.exists():
-        write_json(path, keys)
-    return "@" + digest
-
-
-def group_keys(key: str) -> list[str]:
-    """The batch keys a ``key`` parameter stands for (see ``group_key``)."""
-    if key.startswith("@"):
-        return read_json(config.sendit.get().work_path() / "groups" / f"{key[1:]}.json")
-    return key.split(",")
+from .workdir import private_dir
 
 
 def scheduler_of(task: Any) -> Any:

@@ -23,11 +23,12 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from . import claims, cleanup, config, stops
-from .batches import Batch, keyed, make_work_folder, with_row
+from . import claims, cleanup, stops
+from .batches import Batch, make_work_folder, secret_hash, with_row
 from .deidentify import (
     Context,
     InputChanged,
@@ -41,7 +42,8 @@ from .deidentify import (
 )
 from .errors import BatchError, describe, file_error, redact
 from .headers import extract_headers, single_value
-from .identifiers import Identifiers, StudyRequest, get_backend
+from .identifiers import Backend as IdentifiersBackend
+from .identifiers import Identifiers, StudyRequest
 from .inputs import input_signature
 from .progress import RUN
 from .records import HeadersRecord, IdentifiersRecord, MetadataRow, Placed, ResultRecord, Timing
@@ -54,11 +56,46 @@ from .workdir import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from . import config
+    from .workdir import Keyed
+
 log = logging.getLogger("sendit_luigi")
 
 DATE_FIELDS = ("study_date", "series_date", "content_date", "acquisition_date")
 
 Progress = Callable[[int, int, int], None]  # (files done, files in all, errors so far)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the stages take from the configuration. ``tasks.py`` reads it once (``from_config``) and passes it."""
+
+    input_roots: tuple[Path, ...]  # nothing outside them is read
+    work_dir: Path  # its studies/ folder holds the claims that keep a study from being uploaded twice
+    recipe: Recipe
+    hasher: Keyed  # the work folder's keyed hash: UIDs and study claims
+    uid_root: str
+    study_id_from: str
+    patient_id_from: str
+    min_free_gb: float
+    compress_level: int
+    remove_after_upload: bool
+
+    @classmethod
+    def from_config(cls, sendit: config.sendit, deid: config.deid) -> Settings:
+        return cls(
+            input_roots=tuple(sendit.input_roots()),
+            work_dir=sendit.work_path(),
+            recipe=load_recipe(sendit, deid),
+            hasher=secret_hash(sendit.secret_path()),
+            uid_root=deid.uid_root,
+            study_id_from=sendit.study_id_from,
+            patient_id_from=sendit.patient_id_from,
+            min_free_gb=sendit.min_free_gb,
+            compress_level=sendit.compress_level,
+            remove_after_upload=sendit.remove_after_upload,
+        )
 
 
 def _timing(start: float) -> Timing:
@@ -69,12 +106,12 @@ def _timing(start: float) -> Timing:
 # -- stage 1 -----------------------------------------------------------------
 
 
-def extract(b: Batch, progress: Progress | None = None) -> HeadersRecord:
+def extract(b: Batch, settings: Settings, progress: Progress | None = None) -> HeadersRecord:
     """Stage 1: read the batch folder's headers into ``headers.json``."""
     make_work_folder(b)  # made now rather than at discovery
     sweep_temporaries(b.dir)
-    rules = recipe()
-    headers = extract_headers(b.folder(), config.sendit.get().input_roots(), rules.profile, rules.burned_in, progress)
+    rules = settings.recipe
+    headers = extract_headers(b.folder(), list(settings.input_roots), rules.profile, rules.burned_in, progress)
     write_json(b.headers_file, headers)
     stops.reach("headers written")
     good = sum("error" not in f for f in headers["files"])
@@ -85,9 +122,9 @@ def extract(b: Batch, progress: Progress | None = None) -> HeadersRecord:
 # -- stage 2 -----------------------------------------------------------------
 
 
-def study_request(b: Batch, headers: dict) -> StudyRequest:
+def study_request(b: Batch, headers: dict, settings: Settings) -> StudyRequest:
     """What to ask the identifiers backend for this batch; ``BatchError`` if it cannot be asked."""
-    cfg = config.sendit.get()
+    cfg = settings
     files = [f for f in headers["files"] if "error" not in f and "skipped" not in f]
     try:
         patient_id = single_value(files, "patient_id")
@@ -145,7 +182,7 @@ def study_date_of(files: list[dict]) -> str:
     return ""
 
 
-def assign(group: list[Batch]) -> dict[str, IdentifiersRecord]:
+def assign(group: list[Batch], backend: IdentifiersBackend, settings: Settings) -> dict[str, IdentifiersRecord]:
     """Stage 2 for a group of batches: one backend call, one ``identifiers.json`` each (returned by key)."""
     start = time.time()
     requests: list[StudyRequest] = []
@@ -158,12 +195,12 @@ def assign(group: list[Batch]) -> dict[str, IdentifiersRecord]:
             records[b.key] = {"status": "skipped", "error": ""}
             continue
         try:
-            requests.append(study_request(b, headers))
+            requests.append(study_request(b, headers, settings))
         except BatchError as exc:
             records[b.key] = {"status": "error", "error": str(exc), "retryable": False}
     if requests:
         try:
-            results = get_backend().assign(requests)
+            results = backend.assign(requests)
         except BatchError as exc:  # the whole call failed (service down ...)
             results = {r.key: exc for r in requests}
         for req in requests:
@@ -188,8 +225,20 @@ def assign(group: list[Batch]) -> dict[str, IdentifiersRecord]:
 # -- stage 3 -----------------------------------------------------------------
 
 
+def load_recipe(sendit: config.sendit, deid: config.deid) -> Recipe:
+    """The configured recipe: the profile's table with the options in force, and the recipe file."""
+    return _recipe(
+        sendit.recipe_path(),
+        deid.table_path(),
+        deid.options(),
+        deid.descriptors(),
+        deid.private_allow(),
+        deid.filters(),
+    )
+
+
 @functools.lru_cache(maxsize=4)
-def load_recipe(
+def _recipe(
     path: Path,
     table: Path,
     options: frozenset[str],
@@ -201,20 +250,7 @@ def load_recipe(
     return Recipe(path, Profile(table, options, descriptors), keep_private_creators, filters)
 
 
-def recipe() -> Recipe:
-    """The configured recipe: the profile's table with the options in force, and the recipe file."""
-    cfg = config.deid.get()
-    return load_recipe(
-        config.sendit.get().recipe_path(),
-        cfg.table_path(),
-        cfg.options(),
-        cfg.descriptors(),
-        cfg.private_allow(),
-        cfg.filters(),
-    )
-
-
-def anonymize(b: Batch, progress: Progress | None = None) -> ResultRecord:
+def anonymize(b: Batch, settings: Settings, progress: Progress | None = None) -> ResultRecord:
     """Stage 3: de-identify the batch into ``study.tar.gz`` and write ``result.json``."""
     start = time.time()
     sweep_temporaries(b.dir)
@@ -230,21 +266,21 @@ def anonymize(b: Batch, progress: Progress | None = None) -> ResultRecord:
         "quarantine": [{"file": f["index"], "reason": f["quarantine"]} for f in files if "quarantine" in f],
         "skipped": [{"file": f["index"], "reason": f["skipped"]} for f in files if "skipped" in f],
         "pixels_cleaned": [],
-        "recipe_hash": recipe().hash,
+        "recipe_hash": settings.recipe.hash,
         "stages": {"headers": headers["stage"], "identifiers": ids["stage"]},
     }
     if headers["status"] != "ok":
         result.update(status=headers["status"], error=headers["error"])
     elif ids["status"] != "ok":
         result.update(status="error", error=ids["error"], retryable=ids.get("retryable", False), at=time.time())
-    elif short := space_shortfall(b.dir, headers["bytes_in"], "the work disk", config.sendit.get().min_free_gb):
+    elif short := space_shortfall(b.dir, headers["bytes_in"], "the work disk", settings.min_free_gb):
         # the tarball is at most about the input's size. The batch waits for the next run, while this
         # one goes on to upload (and, with [sendit] remove_after_upload, free) what is done.
         text = f"{short}; it waits: free some space (python -m sendit_luigi cleanup) and run again"
         result.update(status="waiting", error=text, retryable=True, at=time.time())
     else:
         try:
-            result.update(_pack(b, headers, ids, progress))
+            result.update(_pack(b, headers, ids, settings, progress))
         except InputChanged:  # read again from stage 1 at the next run
             b.headers_file.unlink(missing_ok=True)
             b.identifiers_file.unlink(missing_ok=True)
@@ -276,14 +312,13 @@ def anonymize(b: Batch, progress: Progress | None = None) -> ResultRecord:
     return cast(ResultRecord, result)  # built up above, one outcome at a time
 
 
-def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict:
-    cfg = config.sendit.get()
-    hasher = keyed()
+def _pack(b: Batch, headers: dict, ids: dict, settings: Settings, progress: Progress | None) -> dict:
+    hasher = settings.hasher
     jitter = int(ids["jitter_days"])
     ctx = Context(
         variables={"patient_id": ids["patient"], "accession": ids["accession"], "jitter": jitter},
         jitter_days=jitter,
-        remap_uid=uid_remapper(hasher, config.deid.get().uid_root),
+        remap_uid=uid_remapper(hasher, settings.uid_root),
     )
     folder = b.folder()
     if not folder.is_dir():
@@ -299,14 +334,14 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     leak = LeakCheck.for_study(headers["phi"], jitter)
     packed = pack_study(
         folder,
-        cfg.input_roots(),
+        list(settings.input_roots),
         good,
-        recipe(),
+        settings.recipe,
         ctx,
         leak,
         b.tarball,
         b.dir / "scratch.dcm",
-        cfg.compress_level,
+        settings.compress_level,
         progress,
     )
     errors = [{"file": f["index"], "error": f["error"]} for f in headers["files"] if "error" in f]
@@ -320,14 +355,14 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
     if not packed.packed:
         return {"status": "error", "error": "no file could be de-identified; see the file errors", "errors": errors}
     identities = [f"accession:{ids['accession']}", *sorted({f"uid:{f['study_uid']}" for f in good if f["study_uid"]})]
-    if owner := claims.claim(cfg.work_path() / "studies", hasher, b.key, identities):
+    if owner := claims.claim(settings.work_dir / "studies", hasher, b.key, identities):
         return {
             "status": "error",
             "errors": errors,
             "error": f"the same study (StudyInstanceUID or coded accession {ids['accession']}) is batch {owner}'s, "
             "from another folder: this copy is not uploaded",
         }
-    dates = recipe().profile.longitudinal()  # what the files' dates are: MODIFIED, UNMODIFIED or REMOVED
+    dates = settings.recipe.profile.longitudinal()  # what the files' dates are: MODIFIED, UNMODIFIED or REMOVED
     original = study_date_of(good)
     study_date = {"MODIFIED": shift_date(original, jitter, "DA"), "UNMODIFIED": original}.get(dates) or "00000000"
     header = packed.header
@@ -361,7 +396,7 @@ def _pack(b: Batch, headers: dict, ids: dict, progress: Progress | None) -> dict
 # -- upload --------------------------------------------------------------------
 
 
-def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
+def upload(group: list[Batch], store: Store, threads: int = 1, remove_after_upload: bool = False) -> list[str]:
     """Send done batches to ``store``: each tarball, then all their rows in one insert.
 
     Writes ``uploaded.json`` for each batch whose tarball and row are both in
@@ -418,7 +453,7 @@ def upload(group: list[Batch], store: Store, threads: int = 1) -> list[str]:
         stops.reach("upload marked")
         b.upload_error_file.unlink(missing_ok=True)
         b.replaces_file.unlink(missing_ok=True)
-        if config.sendit.get().remove_after_upload:
+        if remove_after_upload:
             cleanup.free(b)
         log.info("batch %s: uploaded", b.key)
     return failed

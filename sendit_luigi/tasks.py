@@ -49,7 +49,7 @@ from luigi.parameter import ParameterVisibility
 
 from . import alerts, batches, config, dryrun, logs, metrics, progress, stages
 from .errors import TaskFailed, describe
-from .identifiers import backend_module
+from .identifiers import backend_module, get_backend
 from .storage import check_settings, get_store
 from .workdir import lock_work_dir, read_json_or_none, read_text_or_none, write_bytes
 
@@ -74,7 +74,7 @@ class Reported:
     def on_failure(self, exception: BaseException) -> str:
         """The text luigid shows and keeps, and the alert mail's: ours, short, without a traceback."""
         text = describe(exception)
-        alerts.task_failed(self.task_id, text)
+        alerts.task_failed(config.alerts.get().recipients(), self.task_id, text)
         return text
 
     def show(self, message: str | None, percent: float | None = None) -> None:
@@ -113,13 +113,13 @@ class BatchTask(Reported, luigi.Task):
     """
 
     key = luigi.Parameter(
-        batch_method=progress.group_key,
+        batch_method=batches.group_key,
         visibility=ParameterVisibility.HIDDEN,  # luigid shows the label; the task id is made from it
         description="Pseudonymous batch key; for a group Luigi runs at once, @ and the digest of its key list.",
     )
     label = luigi.Parameter(
         default="",
-        batch_method=progress.group_label,
+        batch_method=batches.group_label,
         description="What luigid shows: the batch key, or a group's first key and how many more (set from key).",
     )
 
@@ -127,7 +127,7 @@ class BatchTask(Reported, luigi.Task):
     def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> list[tuple[str, Any]]:
         values = dict(super().get_param_values(params, args, kwargs))
         if not values["label"]:
-            values["label"] = progress.group_label(progress.group_keys(values["key"]))
+            values["label"] = batches.group_label(batches.group_keys(values["key"]))
         return list(values.items())
 
     priority = 10  # before the next ProcessChunk (0): the batches of the chunks in flight go first
@@ -137,7 +137,7 @@ class BatchTask(Reported, luigi.Task):
         return config.sendit.get().group_size
 
     def group(self) -> list[batches.Batch]:
-        return [batches.batch(k) for k in progress.group_keys(self.key)]
+        return [batches.batch(k) for k in batches.group_keys(self.key)]
 
     def tell(self, b: batches.Batch, message: str) -> None:
         """Show ``message`` on batch ``b``'s own task in luigid (not on the whole group's)."""
@@ -171,7 +171,7 @@ class ExtractHeaders(BatchTask):
 
     def run(self) -> None:
         for i, b in enumerate(self.group()):
-            headers = stages.extract(b, self.reporter("reading headers", i))
+            headers = stages.extract(b, stage_settings(), self.reporter("reading headers", i))
             self.tell(b, progress.headers_message(b.key, headers))
             self.advance(i + 1)
 
@@ -193,7 +193,8 @@ class GetIdentifiers(BatchTask):
         for b in group:
             self.tell(b, f"{b.key}: asking the identifiers backend (one call for {len(group)} batches)")
         self.show(None, 50)  # two steps: the request is sent; the reply is in
-        records = stages.assign(group)
+        settings = stage_settings()
+        records = stages.assign(group, get_backend(settings.hasher), settings)
         for b in group:
             self.tell(b, progress.identifiers_message(b.key, records[b.key]))
         self.advance(len(group))
@@ -215,10 +216,10 @@ class Anonymize(BatchTask):
         group = self.group()
         files = errors = 0
         for i, b in enumerate(group):
-            result = stages.anonymize(b, self.reporter("de-identifying", i))
+            result = stages.anonymize(b, stage_settings(), self.reporter("de-identifying", i))
             self.tell(b, progress.result_message(b.key, result))
             if result["status"] == "error" and config.alerts.get().on_batch_error:
-                alerts.batch_error(b.key, result["status"], result["error"])
+                alerts.batch_error(config.alerts.get().recipients(), b.key, result["status"], result["error"])
             self.advance(i + 1)
             files += result["files"]
             errors += result["status"] == "error"
@@ -335,10 +336,11 @@ class UploadShard(Reported, luigi.Task):
         todo = [b for b in self.pending() if batches.status(b)[0] == "done processing"]
         store = get_store()
         step = max(config.upload.get().rows_per_request, 1)
+        remove = stage_settings().remove_after_upload
         failed: list[str] = []
         for i in range(0, len(todo), step):
             self.show(f"uploading: {i}/{len(todo)} batches sent, {len(failed)} failed", 100 * i / len(todo))
-            failed += stages.upload(todo[i : i + step], store, config.upload.get().threads)
+            failed += stages.upload(todo[i : i + step], store, config.upload.get().threads, remove)
         self.show(f"uploading: {len(todo) - len(failed)}/{len(todo)} batches done, {len(failed)} failed", 100)
 
 
@@ -418,7 +420,8 @@ class ProcessAll(Reported, luigi.WrapperTask):
 
     def run(self) -> None:
         if self.dry_run:
-            print(dryrun.render(dryrun.plan(self.max_batches)), flush=True)
+            plan = dryrun.plan(self.max_batches, config.storage.get().collection)
+            print(dryrun.render(plan, config.sendit.get().work_path()), flush=True)
             return
         outcome = batches.outcome([batches.batch(k) for k in ProcessBatches(self.max_batches).batch_keys()])
         print(outcome.line(), flush=True)
@@ -431,6 +434,12 @@ class ProcessAll(Reported, luigi.WrapperTask):
 def luigi_command(task: str = "ProcessAll", *args: str) -> list[str]:
     """The ``luigi`` command line that runs ``task`` of this package with this Python."""
     return [sys.executable, "-m", "luigi", "--module", "sendit_luigi", task, *args]
+
+
+@functools.cache
+def stage_settings() -> stages.Settings:
+    """What the stages take from ``luigi.cfg`` (``[sendit]``, ``[deid]``), read once a process."""
+    return stages.Settings.from_config(config.sendit.get(), config.deid.get())
 
 
 _prepared = False
@@ -454,7 +463,7 @@ def prepare_run() -> None:
         lock_work_dir(config.sendit.get().work_path())
     check_settings()
     backend_module()
-    stages.recipe()
+    stage_settings()  # the recipe and its profile
     # Move everything loaded so far out of the garbage collector's sight: a forked task
     # process then does not touch (and so copy) the parent's whole heap when it collects.
     gc.freeze()

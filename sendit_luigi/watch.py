@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import config
-from .batches import batch, keyed, retry_if_changed, scan, upload_settled
+from .batches import batch, retry_if_changed, scan, upload_settled, work_hash
 from .inputs import walk_files
 from .tasks import luigi_command
 from .workdir import private_dir, write_json
@@ -38,20 +38,22 @@ def signature(folder: Path) -> tuple:
 
 
 class Watcher:
-    def __init__(self, quiet: float, luigi_args: list[str], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, quiet: float, luigi_args: list[str], ready_file: Path, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.quiet = quiet
         self.luigi_args = luigi_args
         self.clock = clock
         self.seen: dict[str, tuple[tuple, float]] = {}  # key -> (signature, unchanged since)
         self.stopping = False
         self.child: subprocess.Popen | None = None
-        self.ready_file = config.sendit.get().work_path() / "watch-ready.json"
+        self.ready_file = ready_file  # the keys of the finished folders, for the run it starts
 
     def finished(self) -> list[str]:
         """Keys of folders that are finished and not yet fully processed and uploaded."""
         now = self.clock()
         ready = []
-        found = scan(keyed(), ready_only=False)
+        found = scan(work_hash(), ready_only=False)
         for key, folder in found.items():
             sig = signature(Path(folder))
             old = self.seen.get(key)
@@ -113,7 +115,8 @@ def main(
     quiet: float, interval: float, workers: int, scheduler_host: str | None, scheduler_port: int | None, once: bool
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    watcher = Watcher(quiet, luigi_args(workers, scheduler_host, scheduler_port))
+    ready_file = config.sendit.get().work_path() / "watch-ready.json"
+    watcher = Watcher(quiet, luigi_args(workers, scheduler_host, scheduler_port), ready_file)
     log.info(
         "watch: polling every %gs, a folder is finished after %gs without changes (pid %d)",
         interval,

@@ -314,13 +314,30 @@ def configured(pipe: Pipeline, monkeypatch):
     luigi.task_register.Register.clear_instance_cache()
     import sendit_luigi.batches as batches
     import sendit_luigi.config as config
+    import sendit_luigi.tasks as tasks
 
     config.reset()
-    batches._keyed.cache_clear()
+    batches.secret_hash.cache_clear()
+    tasks.stage_settings.cache_clear()
     yield pipe
     luigi.task_register.Register.clear_instance_cache()
     config.reset()
-    batches._keyed.cache_clear()
+    batches.secret_hash.cache_clear()
+    tasks.stage_settings.cache_clear()
+
+
+def read_and_assign(b):
+    """Stages 1 and 2 for batch ``b``, called as the tasks call them (with the ``configured`` settings).
+
+    Returns the settings, for the test's own call of stage 3.
+    """
+    from sendit_luigi import stages, tasks
+    from sendit_luigi.identifiers import get_backend
+
+    settings = tasks.stage_settings()
+    stages.extract(b, settings)
+    stages.assign([b], get_backend(settings.hasher), settings)
+    return settings
 
 
 class Luigid:

@@ -156,7 +156,7 @@ def test_a_folder_is_finished_only_once_it_has_not_changed_for_the_quiet_period(
     write_study(tmp_path / "staging", study, 3, nested=False)
     write_study(tmp_path / "staging", later, 2, nested=False)
     now = [0.0]
-    watcher = Watcher(10.0, [], clock=lambda: now[0])
+    watcher = Watcher(10.0, [], pipe.work / "watch-ready.json", clock=lambda: now[0])
     # a copy tool that writes file by file, 9 s apart (under the quiet period)
     target = pipe.input / study.folder
     target.mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,27 @@ def test_a_missing_secrets_file_is_a_clear_error(dasher):
     assert pipe.run().code == 0
     assert "DASHER secrets file not found" in pipe.metrics().iloc[0]["error"]
     assert server.paths == []
+
+
+def test_the_secrets_file_is_named_to_som_only_during_its_calls(tmp_path, monkeypatch):
+    """som reads its secrets' path from the environment; the backend leaves the operator's own value as it was."""
+    from sendit_luigi import config
+    from sendit_luigi.identifiers import Identifiers, StudyRequest, dasher
+
+    theirs = str(tmp_path / "the-operators-own.json")
+    monkeypatch.setenv("STANFORD_CLIENT_SECRETS", theirs)
+    with DasherServer() as server:
+        settings = config.dasher(
+            base_url=server.base,
+            study="IRB-Test",
+            secrets_file=str(server.write_secrets(tmp_path / "secrets.json")),
+            retries=1,
+            backoff=0.05,
+            timeout=2.5,
+        )
+        server.script = ["401"]  # som refreshes the token: it reads the path a second time
+        request = StudyRequest("k1", "MRN1", "ACC1", "19700101", "20200101")
+        results = dasher.Backend(settings).assign([request])
+    assert isinstance(results["k1"], Identifiers), results
+    assert server.refreshes == 1
+    assert os.environ["STANFORD_CLIENT_SECRETS"] == theirs

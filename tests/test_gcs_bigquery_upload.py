@@ -257,7 +257,7 @@ def test_a_bigquery_outage_mid_upload_ends_within_the_retry_bound(gcs_pipe, conf
     pipe.write_cfg()
     luigi.configuration.LuigiConfigParser._instance = None
     config.reset()
-    store = Store()
+    store = Store(config.storage.get())
     store.ensure_table()
     proxy.faults = 10**9  # from now on every request gets a 503: BigQuery is down
     outcome: dict = {}

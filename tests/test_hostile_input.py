@@ -10,7 +10,7 @@ import shutil
 import tarfile
 
 import pytest
-from conftest import Pipeline, datasets, every_output_byte, file_label, mail_alerts_to, make_study
+from conftest import Pipeline, datasets, every_output_byte, file_label, mail_alerts_to, make_study, read_and_assign
 from hostile import deeply_nested, truncated_pixels, unknown_vr, wrong_vr_on_patient_id
 
 from sendit_luigi.sample_data import write_study
@@ -86,10 +86,9 @@ def test_a_file_replaced_between_stage_1_and_stage_3_is_never_packed_unchecked(p
     other = write_study(pipe.root / "elsewhere", make_study(9), 1, nested=False)
     [key] = batches.discover()
     b = batches.batch(key)
-    stages.extract(b)
-    stages.assign([b])
+    settings = read_and_assign(b)
     shutil.copy(other / "IM0000", folder / "IM0001")  # another patient's file under a read name
-    result = stages.anonymize(b)
+    result = stages.anonymize(b, settings)
     assert result["status"] == "error" and result["retryable"] is True
     assert "changed after its header was read" in result["error"]
     assert not b.tarball.exists() and not b.headers_file.exists()
@@ -108,8 +107,7 @@ def test_a_write_error_in_the_tarball_leaves_no_tarball_and_the_batch_is_retried
     write_study(pipe.input, make_study(1), 3, nested=False)
     [key] = batches.discover()
     b = batches.batch(key)
-    stages.extract(b)
-    stages.assign([b])
+    settings = read_and_assign(b)
     real = tarfile.TarFile.addfile
     calls = []
 
@@ -120,7 +118,7 @@ def test_a_write_error_in_the_tarball_leaves_no_tarball_and_the_batch_is_retried
         return real(self, info, fileobj)
 
     monkeypatch.setattr(tarfile.TarFile, "addfile", full_then_free)
-    result = stages.anonymize(b)
+    result = stages.anonymize(b, settings)
     assert result["status"] == "error" and result["retryable"] is True
     assert "no space left on the work disk" in result["error"]
     assert not b.tarball.exists() and not list(b.dir.glob("study.tar.gz-luigi-tmp-*"))

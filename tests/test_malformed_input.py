@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
-from conftest import Pipeline, datasets, file_label, make_study
+from conftest import Pipeline, datasets, file_label, make_study, read_and_assign
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -197,11 +197,10 @@ def test_a_batch_folder_that_disappears_mid_run_is_retried_when_back(pipe, confi
     folder = write_study(pipe.input, make_study(1), 2)
     [key] = batches.discover()
     b = batches.batch(key)
-    stages.extract(b)
-    stages.assign([b])
+    settings = read_and_assign(b)
     parked = pipe.root / "parked"
     folder.rename(parked)  # gone between stage 2 and stage 3
-    result = stages.anonymize(b)
+    result = stages.anonymize(b, settings)
     assert result["status"] == "error" and result["retryable"] is True
     assert "disappeared" in result["error"]
     parked.rename(folder)

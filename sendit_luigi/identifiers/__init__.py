@@ -20,6 +20,7 @@ from typing import Protocol
 
 from .. import config
 from ..errors import BatchError
+from ..workdir import Keyed
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,10 @@ def backend_module() -> ModuleType:
     return importlib.import_module(f"{__name__}.{config.identifiers.get().backend}")
 
 
-def get_backend() -> Backend:
-    """The configured backend module's ``Backend()``."""
-    backend: Backend = backend_module().Backend()
+def get_backend(hasher: Keyed) -> Backend:
+    """The configured backend module's ``Backend``, given its own settings section (``SETTINGS``)."""
+    module = backend_module()
+    backend: Backend = module.Backend(module.SETTINGS.get(), hasher)
     return backend
 
 

@@ -17,18 +17,21 @@ quoting the value.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import requests
 
 from .. import config
 from ..errors import BatchError
+from ..workdir import Keyed
 from . import Identifiers, StudyRequest
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -110,9 +113,10 @@ class _TimedClient:
             raise BatchError(
                 "DASHER secrets file not found: set [dasher] secrets_file or STANFORD_CLIENT_SECRETS", retryable=True
             )
-        os.environ["STANFORD_CLIENT_SECRETS"] = secrets  # som reads it there, also when refreshing
+        self.secrets = secrets
         try:
-            self.client = Client(study=cfg.study)
+            with self._secrets_named():
+                self.client = Client(study=cfg.study)
         except SystemExit:
             raise BatchError("som could not read the DASHER secrets file", retryable=True) from None
         self.client.base = cfg.base_url.rstrip("/")
@@ -123,20 +127,41 @@ class _TimedClient:
         post = functools.partial(requests.post, timeout=self.timeout)
         return self.client.call(url=url, func=post, data=data, return_json=return_json)
 
+    @contextlib.contextmanager
+    def _secrets_named(self) -> Iterator[None]:
+        """som reads its secrets file's path only from ``STANFORD_CLIENT_SECRETS``, when it starts and when it
+        refreshes the token: the variable names ``[dasher] secrets_file`` during som's calls, and is put back after."""
+        before = os.environ.get("STANFORD_CLIENT_SECRETS")
+        os.environ["STANFORD_CLIENT_SECRETS"] = self.secrets
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["STANFORD_CLIENT_SECRETS"]
+            else:
+                os.environ["STANFORD_CLIENT_SECRETS"] = before
+
     def deidentify(self, body: dict, study: str) -> Any:
         try:
-            return self.client.deidentify(body, study)
+            with self._secrets_named():
+                return self.client.deidentify(body, study)
         except SystemExit:
             raise BatchError("DASHER replied 200 with a body that is not JSON", retryable=True) from None
 
 
+SETTINGS = config.dasher  # the section this backend reads
+
+
 class Backend:
-    """``[identifiers] backend = dasher``."""
+    """``[identifiers] backend = dasher``: DASHER makes the coded ids (the work folder's secret is not used)."""
 
     name = "dasher"
 
+    def __init__(self, settings: config.dasher, hasher: Keyed | None = None) -> None:
+        self.settings = settings
+
     def assign(self, requests_: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
-        cfg = config.dasher.get()
+        cfg = self.settings
         bodies, refused = build_requests(requests_)
         results: dict[str, Identifiers | BatchError] = dict(refused)
         if not bodies:

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from .. import config
-from ..batches import keyed
 from ..errors import BatchError
 from ..workdir import Keyed, private_dir
 from . import Identifiers, StudyRequest
@@ -93,14 +92,20 @@ class Vault:
         return row[0]
 
 
+SETTINGS = config.identifiers  # the section this backend reads: ``vault``, ``max_jitter_days``
+
+
 class Backend:
-    """``[identifiers] backend = local``."""
+    """``[identifiers] backend = local``: the vault's coded ids, keyed by the work folder's secret."""
 
     name = "local"
 
+    def __init__(self, settings: config.identifiers, hasher: Keyed) -> None:
+        self.settings = settings
+        self.hasher = hasher
+
     def assign(self, requests: list[StudyRequest]) -> dict[str, Identifiers | BatchError]:
-        cfg = config.identifiers.get()
-        vault = Vault(cfg.vault_path(), keyed(), cfg.max_jitter_days)
+        vault = Vault(self.settings.vault_path(), self.hasher, self.settings.max_jitter_days)
         results: dict[str, Identifiers | BatchError] = {}
         try:
             for req in requests:

@@ -38,9 +38,8 @@ def md5_digest(path: Path) -> bytes:
     return digest.digest()
 
 
-def object_name(result: ResultRecord) -> str:
+def object_name(result: ResultRecord, collection: str) -> str:
     """sendit's naming: Collection/<study>/Entity/<coded patient>/<patient>_<shifted date>_<accession>.tar.gz"""
-    collection = config.storage.get().collection
     return f"Collection/{collection}/Entity/{result['row']['CodedPatientID']}/{result['tarball_name']}"
 
 
@@ -68,9 +67,10 @@ class Store(Protocol):
 
 
 def get_store() -> Store:
-    """The configured backend module's ``Store()``: ``storage.<name>``."""
+    """The configured backend module's ``Store``: ``storage.<name>``, given ``[storage]`` and the disk floor."""
     name = config.storage.get().backend
-    store: Store = importlib.import_module(f"{__name__}.{name}").Store()
+    module = importlib.import_module(f"{__name__}.{name}")
+    store: Store = module.Store(config.storage.get(), config.sendit.get().min_free_gb)
     return store
 
 

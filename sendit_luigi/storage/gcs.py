@@ -79,8 +79,7 @@ def _md5_b64(path: Path) -> str:
 class Store:
     """``[storage] backend = gcs``."""
 
-    def __init__(self) -> None:
-        cfg = config.storage.get()
+    def __init__(self, cfg: config.storage, min_free_gb: float = 0.0) -> None:  # the bucket's space is Google's
         check_settings(cfg)
         self.cfg = cfg
         credentials = None
@@ -126,7 +125,7 @@ class Store:
         ``replaces`` (name and base64 MD5 of what an earlier recipe uploaded) is
         the one object that may be overwritten, or deleted when the name changed.
         """
-        name = object_name(result)
+        name = object_name(result, self.cfg.collection)
         with self.explained():
             old = self._replaceable(replaces)
             if old is not None and old.name == name:

@@ -34,12 +34,12 @@ def check_settings(cfg: config.storage) -> None:
 class Store:
     """``[storage] backend = local``."""
 
-    def __init__(self) -> None:
-        cfg = config.storage.get()
+    def __init__(self, cfg: config.storage, min_free_gb: float = 0.0) -> None:
+        self.collection = cfg.collection
         self.root = cfg.local_path()
         self.table = self.root / "metadata.sqlite"
         self.dir_mode, self.file_mode = cfg.local_modes()
-        self.min_free_gb = config.sendit.get().min_free_gb
+        self.min_free_gb = min_free_gb  # [sendit] min_free_gb: this bucket may share the work disk
 
     def _folder(self, path: Path) -> None:
         """Create ``path`` and its parents up to the bucket's root with the bucket's folder mode."""
@@ -49,7 +49,7 @@ class Store:
             os.chmod(folder, self.dir_mode)  # mkdir's mode is cut by the umask; the setting is not
 
     def put_object(self, tarball: Path, result: ResultRecord, replaces: dict | None = None) -> Placed:
-        name = object_name(result)
+        name = object_name(result, self.collection)
         target = self.root / name
         old = self.root / replaces["object"] if replaces else None
         same_name = replaces is not None and replaces["object"] == name
