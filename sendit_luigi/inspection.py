@@ -7,13 +7,12 @@ value, shift), and lists the files the recipe's filters would quarantine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
 
 from .deidentify import Recipe
+from .deidentify.walk import elements
 from .inputs import read_dicom, walk_files
 
 KINDS = {
@@ -55,22 +54,13 @@ def placeholder(elem: DataElement) -> str:
     return f"<{elem.VR}, {size} {'bytes' if isinstance(value, bytes) else 'characters'}>"
 
 
-def elements(ds: Dataset, prefix: tuple = ()) -> Iterator[tuple[tuple, int, DataElement]]:
-    """(path, depth, element) for every element, sequences opened."""
-    for elem in ds:
-        path = prefix + (elem.tag,)
-        yield path, len(prefix) // 2, elem
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value):
-                yield from elements(item, path + (i,))
-
-
 def inspect(folder: Path, recipe: Recipe) -> str:
     files = list(walk_files(folder))
     sample, lines = None, []
     for path in files:
         try:
             sample = read_dicom(path, [])[0]
+            before = elements(sample)  # raises past the nesting bound, as the pipeline does
             break
         except Exception:  # noqa: BLE001 - not a readable DICOM file: try the next
             continue
@@ -81,7 +71,6 @@ def inspect(folder: Path, recipe: Recipe) -> str:
     lines.append(f"options in force: {', '.join(sorted(profile.options)) or 'none'}")
     lines.append(f"recipe: {recipe.name}, hash {recipe.hash}")
     lines.append(f"sample file {files.index(path) + 1} of {len(files)}; values are redacted")
-    before = list(elements(sample))
     private = {p for p, _, e in before if e.tag.is_private}
     ops = {p: (a, v) for p, a, v in recipe.plan(sample)}  # removes private elements on the way
     allowed = {p for p, _, _ in elements(sample)} & private

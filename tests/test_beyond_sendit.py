@@ -12,6 +12,7 @@ import sys
 import time
 
 from conftest import Pipeline, datasets, file_label, mail_alerts_to, make_study, members, tree_digest
+from hostile import deeply_nested
 from phi_seed import write_seeded_study
 from test_pixel_phi_quarantine import add_burned_in_ultrasound
 
@@ -88,6 +89,19 @@ def test_dry_run_lists_batches_and_outputs_and_writes_nothing(pipe):
     planned = pipe.cli("dry-run").stdout
     assert "this run would work on 2" in planned and "1 other batches are done" in planned
     assert tree_digest(pipe.root) == before
+
+
+def test_inspect_passes_over_a_file_nested_past_the_bound_and_shows_the_next(pipe):
+    """The display walks a file with the pipeline's one bounded walk: a file the pipeline refuses
+    (sequences nested deeper than it reads) is not the sample shown."""
+    study = make_study(1)
+    folder = write_study(pipe.input, study, 1, nested=False)
+    deep = deeply_nested(folder, 40, study.patient_id, study.patient_name, study.accession, label="-a")
+    deep.rename(folder / "AAA-first")  # the sample is the first readable file in name order
+    out = pipe.cli("inspect", str(folder))
+    assert out.returncode == 0, out.stderr
+    assert "sample file 2 of 2" in out.stdout and "PatientID" in out.stdout
+    assert study.patient_id not in out.stdout + out.stderr
 
 
 def test_inspect_shows_what_happens_to_each_element_with_values_redacted(pipe):

@@ -55,7 +55,7 @@ def identifying_values(ds: Dataset, profile: Profile, after_pixels_only: bool = 
         return {v for v in found if len(v.strip()) >= MIN_PATTERN}
     sources = [ds] + ([ds.file_meta] if getattr(ds, "file_meta", None) is not None else [])
     for source in sources:
-        for d, _depth in datasets(source):
+        for d, _depth, _path in datasets(source):
             for tag, raw in d._dict.items():
                 vr = raw.VR or element_vr(raw)
                 if vr != "SQ" and not (tag >> 16) & 1 and identifying(tag, vr):

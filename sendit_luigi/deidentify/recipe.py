@@ -46,7 +46,7 @@ from pydicom.uid import (
 from ..errors import FileProblem, RecipeError, file_error
 from ..workdir import Keyed
 from .profile import Op, Profile
-from .walk import datasets, element_vr
+from .walk import ElementPath, datasets, element_vr
 
 # Strongest first: when several recipe lines hit one element, the strongest wins.
 PRIORITY = {"KEEP": 6, "ADD": 5, "REPLACE": 4, "JITTER": 3, "REMOVE": 2, "BLANK": 1}
@@ -78,7 +78,6 @@ DUMMIES: dict[str, object] = {
     "AT": 0,
 }
 
-ElementPath = tuple  # (tag, item index, tag, item index, ..., tag)
 Step = tuple[ElementPath, str, str | None]  # (path, operation, recipe value or None)
 
 
@@ -256,7 +255,7 @@ class Recipe:
         """De-identify ``ds`` in place, and record what was done in it (PS3.15 E.1.1)."""
         for path, action, value in self.plan(ds):
             parent = _parent(ds, path)
-            tag = path[-1]
+            tag = BaseTag(path[-1])
             if parent is None or tag not in parent:
                 continue
             try:
@@ -422,7 +421,7 @@ def prepare(ds: Dataset, keep_creators: frozenset[str] = frozenset()) -> tuple:
     profile removes its one identifying element (AffectedSOPInstanceUID) anyway.
     """
     out: list = []
-    for d, depth in datasets(ds):
+    for d, depth, _path in datasets(ds):
         out.append(depth)  # where each item starts
         for tag, raw in list(d._dict.items()):
             group = tag >> 16
