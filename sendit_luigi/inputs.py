@@ -9,16 +9,20 @@ tell that it packs exactly the file whose header stage 1 read.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import logging
 import mmap
 import os
 import stat
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+import pydicom.config
 from blake3 import blake3  # a cryptographic hash at 2.5x SHA-256's speed
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -106,11 +110,25 @@ def open_input(path: Path, roots: list[Path]) -> tuple[bytes | Path, Fingerprint
         os.close(fd)
 
 
+@functools.cache
+def quiet_pydicom() -> None:
+    """Keep header values out of logs and warnings: pydicom quotes them, and checks values as it decodes them.
+
+    pydicom has only process-wide settings. They are set before the first dataset is parsed
+    (every dataset this package handles comes through ``parse_dicom``), not when the package
+    is imported: a program that imports it keeps its own pydicom settings until it reads a file through it.
+    """
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
 def parse_dicom(source: bytes | Path, stop_before_pixels: bool = True) -> Dataset:
     """Parse DICOM bytes (or a checked file), also when they lack the 128-byte preamble and 'DICM' marker.
 
     Raises ``FileProblem`` for bytes that are not DICOM.
     """
+    quiet_pydicom()
 
     def opened() -> io.BytesIO | Path:
         return io.BytesIO(source) if isinstance(source, bytes) else source

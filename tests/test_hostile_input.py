@@ -272,3 +272,29 @@ def test_phi_in_folder_names_file_names_and_elements_reaches_no_operator_view(pi
     assert "ended with error" in texts[5][1] and "(0010,0020) PatientID (BytesLengthException)" in texts[6][1]
     planted = study.phi() + ["PHIDOE", "PHIMRN7777", "MRN00009", "PHIROE", "RICHARD", str(pipe.input)]
     phi_free(texts, planted)
+
+
+QUIET_CHECK = """
+import logging, sys, warnings
+import pydicom.config as c
+from pydicom.data import get_testdata_file
+
+before = c.settings.reading_validation_mode, logging.getLogger("pydicom").level
+import sendit_luigi
+from sendit_luigi.inputs import parse_dicom
+
+now = c.settings.reading_validation_mode, logging.getLogger("pydicom").level
+assert now == before, "importing the package changed pydicom's validation mode or logger"
+parse_dicom(open(get_testdata_file("CT_small.dcm"), "rb").read())
+assert c.settings.reading_validation_mode == c.IGNORE, "reading through the package left pydicom checking values"
+assert logging.getLogger("pydicom").level == logging.ERROR
+"""
+
+
+def test_importing_the_package_leaves_pydicom_as_it_was_and_its_first_read_quiets_it():
+    """pydicom's settings are process-wide: they are set by the package's reader, not by an import."""
+    import subprocess
+    import sys
+
+    check = subprocess.run([sys.executable, "-c", QUIET_CHECK], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -22,6 +22,7 @@ import copy
 import datetime as dt
 import functools
 import hashlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -122,6 +123,14 @@ def shift_date(value: str, days: int, vr: str) -> str:
     return shifted + value[8:] if vr == "DT" else shifted
 
 
+def quiet_deid() -> None:
+    """deid's own logger and warnings quote header values: nothing from it is shown, not even errors."""
+    from deid.logger import bot
+
+    bot.level = -10
+    warnings.filterwarnings("ignore", module=r"deid(\..*)?")
+
+
 class Recipe:
     """The profile plus a deid recipe file, applied through cached per-layout plans."""
 
@@ -134,6 +143,7 @@ class Recipe:
     ):
         if not path.is_file():
             raise RecipeError("the recipe file does not exist ([sendit] recipe)")
+        quiet_deid()
         try:
             self.deid = DeidRecipe(str(path), base=False)
         except SystemExit as exc:  # deid calls sys.exit on a malformed line
