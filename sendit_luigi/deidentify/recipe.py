@@ -145,15 +145,15 @@ class Recipe:
             raise RecipeError("the recipe file does not exist ([sendit] recipe)")
         quiet_deid()
         try:
-            self.deid = DeidRecipe(str(path), base=False)
+            self.parsed = DeidRecipe(str(path), base=False)  # deid's reading of the file
         except SystemExit as exc:  # deid calls sys.exit on a malformed line
             raise RecipeError(f"the recipe could not be parsed (deid exited with {exc.code})") from None
-        if self.deid.has_values_lists() or self.deid.has_fields_lists():
+        if self.parsed.has_values_lists() or self.parsed.has_fields_lists():
             raise RecipeError("recipe: %values and %fields lists are not supported; list fields directly")
         self.profile = profile
         self.name = path.name
-        self.actions = [a for a in self.deid.get_actions() or [] if a["action"] != "ADD"]
-        self.additions = [a for a in self.deid.get_actions() or [] if a["action"] == "ADD"]
+        self.actions = [a for a in self.parsed.get_actions() or [] if a["action"] != "ADD"]
+        self.additions = [a for a in self.parsed.get_actions() or [] if a["action"] == "ADD"]
         for action in self.actions + self.additions:
             value = action.get("value") or ""
             if value.startswith("func:") and value[5:] not in FUNCTIONS:
@@ -162,12 +162,13 @@ class Recipe:
                 raise RecipeError(f"recipe: ADD needs a DICOM keyword, not {action['field']}")
         self.keep_private_creators = keep_private_creators
         self._plans: dict[tuple, list[Step]] = {}
-        groups = self.deid.get_filters() or {}
+        groups = self.parsed.get_filters() or {}
         unknown = [name for name in quarantine_filters if name not in groups]
         if unknown:
             raise RecipeError(f"the recipe has no %filter {', '.join(unknown)} ([deid] quarantine_filters)")
-        self._filter = copy.copy(self.deid)
-        self._filter.deid = dict(self.deid.deid, filter={k: groups[k] for k in quarantine_filters})
+        # the same recipe with only the filters in force (deid keeps a recipe's sections in its ``deid`` dict)
+        self._filter = copy.copy(self.parsed)
+        self._filter.deid = {**self.parsed.deid, "filter": {k: groups[k] for k in quarantine_filters}}
         self.hash = hashlib.sha256(
             path.read_bytes() + b"\0" + profile.fingerprint + b"\0" + ",".join(sorted(keep_private_creators)).encode()
         ).hexdigest()[:12]
