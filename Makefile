@@ -25,11 +25,14 @@ browser:
 	@command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
 		|| echo "chromium could not be installed: the visualizer screenshot test will skip"
 
+# CI's run draws the same Hypothesis examples every time; HYPOTHESIS_PROFILE=dev make test draws new ones, more
+HYPOTHESIS_PROFILE ?= ci
+
 test: setup browser
 	$(BIN)/ruff check sendit_luigi tests benchmarks
 	$(BIN)/ruff format --check sendit_luigi tests benchmarks
 	$(BIN)/python -m mypy
-	$(BIN)/python -m pytest -q -n 4 --dist worksteal
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(BIN)/python -m pytest -q -n 4 --dist worksteal
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

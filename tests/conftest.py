@@ -36,8 +36,8 @@ from sendit_luigi.tasks import luigi_command
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Hypothesis: CI runs a fixed set of examples (derandomized, so a red run can be repeated);
-# a developer's run draws new ones, more of them (HYPOTHESIS_PROFILE=ci for CI's).
+# Hypothesis: `make test` (CI's command) runs a fixed set of examples (derandomized, so a red run can
+# be repeated); a bare pytest, or HYPOTHESIS_PROFILE=dev, draws new ones, more of them.
 hypothesis.settings.register_profile("ci", derandomize=True, max_examples=40)
 hypothesis.settings.register_profile("dev", max_examples=150)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
