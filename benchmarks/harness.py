@@ -25,6 +25,9 @@ def write_cfg(root: Path, extra: dict | None = None) -> Path:
     sections = {k: dict(v) for k, v in BASE.items()}
     sections["sendit"].update(input_folders=str(root / "input"), work_dir=str(root / "work"))
     sections["storage"].update(local_root=str(root / "bucket"))
+    # Luigi's one-run-per-host lock is keyed by the command line, which every run here shares: each run its own
+    # lock folder, so that benchmarks (and the smoke tests, side by side) never refuse each other.
+    sections.setdefault("core", {})["lock_pid_dir"] = str(root / "locks")
     for key, value in (extra or {}).items():
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = str(value)
