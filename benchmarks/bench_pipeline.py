@@ -207,16 +207,15 @@ def two_processes(root: Path, batches: int, files: int) -> dict:
                 "--log-level",
                 "INFO",
             )
+            paths = [run_root / f"process-{i}.log" for i in range(processes)]
             start = time.perf_counter()
-            procs = [
-                subprocess.Popen(command, cwd=run_root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                for _ in range(processes)
-            ]
-            logs = [p.communicate()[1].decode() for p in procs]
+            procs = [harness.launch(command, run_root, env, path) for path in paths]
+            codes = [p.wait() for p in procs]
             out[f"wall_{processes}"] = time.perf_counter() - start
         finally:
             server.stop()
-        assert all(p.returncode == 0 for p in procs), logs
+        logs = [path.read_text(errors="replace") for path in paths]
+        assert codes == [0] * processes, logs
         ran = [re.findall(r"batch ([0-9a-f]{16}): done, ", log) for log in logs]
         assert sum(len(r) for r in ran) == batches and len(set().union(*map(set, ran))) == batches, "a batch ran twice"
         out[f"share_{processes}"] = [len(r) for r in ran]

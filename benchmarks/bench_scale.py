@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -67,16 +66,13 @@ def measure(root: Path, scheduler: str) -> dict:
 
 def status_summary(root: Path) -> float:
     """Seconds ``python -m sendit_luigi status --summary`` takes, start-up included."""
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(root / "luigi.cfg"), PYTHONPATH=str(harness.REPO))
+    log = root / f"status-{time.monotonic_ns()}.log"
     start = time.perf_counter()
-    summary = subprocess.run(
-        [sys.executable, "-m", "sendit_luigi", "status", "--summary"],
-        cwd=root,
-        env=dict(os.environ, LUIGI_CONFIG_PATH=str(root / "luigi.cfg"), PYTHONPATH=str(harness.REPO)),
-        capture_output=True,
-        check=True,
-    )
-    assert summary.stdout
-    return time.perf_counter() - start
+    code = harness.run_command([sys.executable, "-m", "sendit_luigi", "status", "--summary"], root, env, log)
+    seconds = time.perf_counter() - start
+    assert code == 0 and log.read_text(), log.read_text()
+    return seconds
 
 
 def timed_run(root: Path, server) -> dict:
@@ -89,15 +85,16 @@ def timed_run(root: Path, server) -> dict:
         else ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(server.port)]
     )
     command = harness.luigi_command("ProcessAll", *where, "--workers", "2", "--log-level", "INFO")
+    log = root / f"run-{time.monotonic_ns()}.log"
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = harness.launch(command, root, env, log)
     samples = {"peak_kb": 0, "task_list_max_s": 0.0}
     stop = threading.Event()
     if server is not None:
         threading.Thread(target=sample_luigid, args=(server, samples, stop), daemon=True).start()
     first_task = None
     tail: list[str] = []
-    for line in proc.stderr:
+    for line in harness.follow(log, proc):
         if first_task is None and " running " in line and "(key=" in line:
             first_task = time.perf_counter() - start
         tail = (tail + [line])[-40:]

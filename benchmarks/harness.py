@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from sendit_luigi import config
 from sendit_luigi.tasks import luigi_command
@@ -37,29 +39,82 @@ def write_cfg(root: Path, extra: dict | None = None) -> Path:
     return path
 
 
+class Started(Protocol):
+    """A started command, as ``subprocess.Popen`` is one."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def spawn(argv: list[str], cwd: Path, env: dict, log: Path, peak_file: Path | None = None) -> Started:
+    """Start ``argv`` (this Python's ``-m luigi`` or ``-m sendit_luigi``) with both its streams in ``log``.
+
+    With ``peak_file``, a small wrapper process runs it and writes its peak RSS there (KB: the
+    largest of the command and the task processes it forks).
+    """
+    if peak_file is not None:
+        argv = [sys.executable, "-c", PEAK_WRAPPER, str(peak_file), *argv]
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+# How every benchmark starts a ``luigi`` or ``sendit_luigi`` command. The smoke tests replace it
+# with one that forks the command from a warm Python (tests/forkserver.py): same command, less start-up.
+launch = spawn
+
+
+def run_command(argv: list[str], cwd: Path, env: dict, log: Path, peak_file: Path | None = None) -> int:
+    """Run ``argv`` to its end through ``launch``; its exit status."""
+    return launch(argv, cwd, env, log, peak_file).wait()
+
+
 def luigi(root: Path, task: str = "ProcessAll", workers: int = 1, extra: dict | None = None) -> dict:
-    """Run the luigi command; return wall seconds, exit code, and the child's peak RSS (MB)."""
+    """Run the luigi command; return wall seconds, exit code, and the run's peak RSS (MB; 0 when not measured)."""
     cfg = write_cfg(root, extra)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(REPO))
     command = luigi_command(task, "--local-scheduler", "--workers", str(workers), "--log-level", "WARNING")
+    log, peak = root / f"luigi-{time.monotonic_ns()}.log", root / "peak-rss-kb"
+    peak.unlink(missing_ok=True)
     start = time.perf_counter()
-    # A wrapper process, so that its RUSAGE_CHILDREN is this one run's peak RSS alone.
-    proc = subprocess.run(
-        [sys.executable, "-c", PEAK_WRAPPER, *command], cwd=root, env=env, capture_output=True, text=True
-    )
+    code = run_command(command, root, env, log, peak)
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"luigi failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    peak_kb = int(proc.stdout.strip().splitlines()[-1])
-    return {"wall": wall, "code": proc.returncode, "peak_rss_mb": peak_kb / 1024, "output": proc.stderr}
+    output = log.read_text(errors="replace")
+    if code != 0:
+        raise RuntimeError(f"luigi failed ({code}):\n{output[-3000:]}")
+    peak_kb = int(peak.read_text()) if peak.exists() else 0
+    return {"wall": wall, "code": code, "peak_rss_mb": peak_kb / 1024, "output": output}
 
 
 PEAK_WRAPPER = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.run(sys.argv[1:], stdout=sys.stderr).returncode\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "import pathlib, resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[2:]).returncode\n"
+    "pathlib.Path(sys.argv[1]).write_text(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
     "sys.exit(code)\n"
 )
+
+
+def follow(log: Path, proc: Started) -> Iterator[str]:
+    """The lines of ``log`` as ``proc`` writes them, to its end."""
+    log.touch()  # a launcher may open it only once the process runs
+    with open(log, errors="replace") as fh:
+        partial = ""
+        while True:
+            chunk = fh.readline()
+            if chunk:
+                partial += chunk
+                if partial.endswith("\n"):
+                    yield partial
+                    partial = ""
+            elif proc.poll() is not None:
+                rest = partial + fh.read()
+                yield from rest.splitlines(keepends=True)
+                return
+            else:
+                time.sleep(0.01)
 
 
 def stage_seconds(root: Path) -> float:

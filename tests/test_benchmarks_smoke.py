@@ -1,12 +1,18 @@
-"""The benchmarks still run (on tiny data; the numbers of a smoke run mean nothing), one test each."""
+"""The benchmarks still run (on tiny data; the numbers of a smoke run mean nothing), one test each.
+
+Each runs ``benchmarks.run`` in this process, and every ``luigi`` or ``sendit_luigi`` command a
+benchmark starts is forked from the warm fork server (``SENDIT_TEST_SPAWN=1``: a new interpreter).
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from pathlib import Path
 
+import forkserver
 import pytest
-from conftest import REPO
+from conftest import SPAWN, forked_argv
+
+from benchmarks import harness, run
 
 # benchmarks.run --only NAME -> the heading of the section it writes
 SECTIONS = {
@@ -23,17 +29,17 @@ SECTIONS = {
 }
 
 
+def forked(argv: list[str], cwd: Path, env: dict, log: Path, peak_file: Path | None = None) -> harness.Started:
+    """``harness.launch`` through the fork server (no peak RSS: a smoke run's numbers mean nothing)."""
+    return forkserver.server().spawn(forked_argv(argv), env, cwd, log, None)
+
+
 @pytest.mark.parametrize("name", sorted(SECTIONS))
-def test_each_benchmark_runs_and_writes_its_table(tmp_path, name):
+def test_each_benchmark_runs_and_writes_its_table(tmp_path, monkeypatch, name):
+    if not SPAWN:
+        monkeypatch.setattr(harness, "launch", forked)
     out = tmp_path / "BENCHMARKS.md"
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--only", name, "--output", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert run.main(["--smoke", "--only", name, "--output", str(out)]) == 0
     text = out.read_text()
     assert "Smoke run on tiny data" in text
     assert SECTIONS[name] in text
