@@ -144,17 +144,25 @@ class BatchTask(Reported, luigi.Task):
         progress.tell(self, type(self)(key=b.key).task_id, message)
 
     def advance(self, done: float) -> None:
-        """The group's progress bar (luigid copies it to the group's batches): ``done`` batches of the group."""
-        self.show(None, 100 * done / len(self.group()))
+        """The group's progress bar (luigid copies it to the group's batches): ``done`` batches of the group.
+
+        At most two updates a second, and the last: each is a call to the scheduler, and a group
+        of quick batches would otherwise make one per batch."""
+        now, whole = time.monotonic(), len(self.group())
+        if done < whole and now - getattr(self, "_advanced", 0.0) < 0.5:
+            return
+        self._advanced = now
+        self.show(None, 100 * done / whole)
 
     def reporter(self, stage: str, index: int) -> Callable[[int, int, int], None]:
-        """A per-file progress callback for batch ``index`` of the group: at most two messages a second."""
+        """A per-file progress callback for batch ``index`` of the group: at most two messages a second,
+        and none for a one-file batch (its outcome is told as soon as its one file is done)."""
         last = [0.0]
         b = self.group()[index]
 
         def report(done: int, files: int, errors: int) -> None:
             now = time.monotonic()
-            if done < files and now - last[0] < 0.5:
+            if files <= 1 or (done < files and now - last[0] < 0.5):
                 return
             last[0] = now
             self.tell(b, f"{b.key}: {stage}: {done}/{files} files, {errors} errors")
@@ -190,9 +198,8 @@ class GetIdentifiers(BatchTask):
 
     def run(self) -> None:
         group = self.group()
-        for b in group:
-            self.tell(b, f"{b.key}: asking the identifiers backend (one call for {len(group)} batches)")
-        self.show(None, 50)  # two steps: the request is sent; the reply is in
+        # on the group's task, which luigid copies to each of its batches: one call, not one a batch
+        self.show(f"asking the identifiers backend (one call for {len(group)} batches)", 50)
         settings = stage_settings()
         records = stages.assign(group, get_backend(settings.hasher), settings)
         for b in group:

@@ -14,12 +14,14 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,6 +353,7 @@ class Luigid:
         cfg = root / "luigid.cfg"
         cfg.write_text("[scheduler]\nremove_delay = 600\nrecord_task_history = false\n")  # as docker/luigi.cfg
         self.log = root / "luigid.out"
+        self.server_log = root / "luigid-logs" / "luigi-server.log"  # with tornado's access log: one line a call
         (root / "luigid-logs").mkdir()  # luigid does not create its log folder
         env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg))
         with open(self.log, "wb") as out:
@@ -372,6 +375,10 @@ class Luigid:
                 start_new_session=True,
             )
         wait_http(f"{self.url}/api/task_list", self.proc, self.log)
+
+    def calls(self) -> Counter[str]:
+        """How many calls luigid has answered so far, by API method (``add_task``, ``get_work`` ...)."""
+        return Counter(re.findall(r" /api/(\w+) ", self.server_log.read_text()))
 
     def api(self, method: str, **data) -> dict:
         import json

@@ -39,3 +39,23 @@ def test_every_batch_task_ends_with_its_own_outcome_and_process_all_counts_the_r
         r"6/6 batches, \d+ files/s, ETA 0 s, 1 error; 6 batches: 4 uploaded, 1 error, 1 empty",
         process_all["status_message"],
     ), process_all["status_message"]
+
+
+def test_quick_one_file_batches_cost_luigid_three_messages_each_and_few_progress_calls(pipe, luigid):
+    """Every call is luigid's time and the worker's: a one-file batch is told its three outcomes
+    (headers, identifiers, result) and no per-file progress; the progress bars move at most twice a second."""
+    batches, group = 24, 8
+    for n in range(1, batches + 1):
+        pipe.add(make_study(n), files=1, nested=False)
+    pipe.settings["sendit.group_size"] = str(group)
+    before = luigid.calls()
+    run = pipe.run(scheduler_port=luigid.port, workers=1)
+    assert run.code == 0, run.output
+    calls = luigid.calls() - before
+    groups = 3 * batches // group  # of the three stages
+    others = 2 * 10 + 8  # the upload shards' and the wrappers' own messages, at most
+    assert calls["set_task_status_message"] <= 3 * batches + groups + others, calls
+    assert calls["set_task_progress_percentage"] <= 2 * groups + others, calls
+    final = luigid.api("task_list", status="DONE", search="")
+    told = [t["status_message"] for t in final.values() if t["name"] == "Anonymize" and "+" not in t["params"]["label"]]
+    assert len(told) == batches and all(m.endswith(": done: 1 files") for m in told), told
