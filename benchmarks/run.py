@@ -198,7 +198,7 @@ def render(r: dict, smoke: bool) -> str:
             "",
             "`SCALE_SIZES=1000,100000 python -m benchmarks.run --only scale` (the default sizes are 1,000 and",
             "10,000). One-file batches (small mix), shipped settings (`group_size = 20`, `chunk_size = 500`,",
-            "luigid's `remove_delay = 600`), `--workers 2`. *First task*: seconds from the command to the",
+            "luigid's `remove_delay = 300`), `--workers 2`. *First task*: seconds from the command to the",
             "first per-batch task. *No-op*: the same command again. *status*: `python -m sendit_luigi status",
             "--summary`, start-up included, the first time after the runs and again (the second reads only the",
             "batches whose folder changed since the first). Against luigid: its peak memory and the slowest",

@@ -351,7 +351,7 @@ class Luigid:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = root / "luigid.cfg"
-        cfg.write_text("[scheduler]\nremove_delay = 600\nrecord_task_history = false\n")  # as docker/luigi.cfg
+        cfg.write_text("[scheduler]\nremove_delay = 300\nrecord_task_history = false\n")  # as docker/luigi.cfg
         self.log = root / "luigid.out"
         self.server_log = root / "luigid-logs" / "luigi-server.log"  # with tornado's access log: one line a call
         (root / "luigid-logs").mkdir()  # luigid does not create its log folder
