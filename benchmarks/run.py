@@ -202,7 +202,7 @@ def render(r: dict, smoke: bool) -> str:
             "first per-batch task. *No-op*: the same command again. *status*: `python -m sendit_luigi status",
             "--summary`, start-up included, the first time after the runs and again (the second reads only the",
             "batches whose folder changed since the first). Against luigid: its peak memory and the slowest",
-            "`/api/task_list` answer, sampled every 2 s during the first run.",
+            "`/api/task_list` answer (the whole list), sampled every 10 s during the first run.",
             "",
             "| scheduler | batches | wall s | ms a batch | first task s | no-op rerun s | status --summary s (first / again) | luigid peak MB | task_list max s |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

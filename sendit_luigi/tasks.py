@@ -47,7 +47,7 @@ import luigi.worker
 from luigi.execution_summary import LuigiStatusCode
 from luigi.parameter import ParameterVisibility
 
-from . import alerts, batches, config, dryrun, logs, metrics, progress, stages
+from . import alerts, batches, config, dryrun, logs, metrics, progress, stages, views
 from .errors import TaskFailed, describe
 from .identifiers import backend_module, get_backend
 from .storage import check_settings, get_store
@@ -131,6 +131,7 @@ class BatchTask(Reported, luigi.Task):
         return list(values.items())
 
     priority = 10  # before the next ProcessChunk (0): the batches of the chunks in flight go first
+    _advanced = 0.0  # when the progress bar last moved (time.monotonic)
 
     @property
     def max_batch_size(self) -> int:  # type: ignore[override]  # Luigi's is a class attribute
@@ -149,7 +150,7 @@ class BatchTask(Reported, luigi.Task):
         At most two updates a second, and the last: each is a call to the scheduler, and a group
         of quick batches would otherwise make one per batch."""
         now, whole = time.monotonic(), len(self.group())
-        if done < whole and now - getattr(self, "_advanced", 0.0) < 0.5:
+        if done < whole and now - self._advanced < 0.5:
             return
         self._advanced = now
         self.show(None, 100 * done / whole)
@@ -401,6 +402,7 @@ class ExportMetrics(Reported, luigi.Task):
             write_bytes(metrics.stamp_path(work), stamp.encode())
         else:
             metrics.stamp_path(work).unlink(missing_ok=True)
+        views.summary_entries(work, keys)  # primes `status --summary`: its next answer reads only what changes
         summary = metrics.summary(rows)
         self.show(summary, 100)
         stages.log.info("metrics: %s", summary)

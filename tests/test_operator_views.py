@@ -170,6 +170,24 @@ def test_a_second_status_summary_reads_only_the_batches_whose_folder_changed(pip
     assert "3 batches: 3 uploaded" in pipe.cli("status", "--summary").stdout
 
 
+def test_the_run_primes_status_summary_so_its_first_answer_reads_only_what_changed_since(pipe):
+    """The run's last task reads every batch anyway: it leaves their summary entries for ``status --summary``."""
+    for n in (1, 2, 3):
+        pipe.add(make_study(n), files=1, nested=False)
+    assert pipe.run().code == 0
+    for d in pipe.batch_dirs().values():  # settled: changed more than 0.1 s before the next run ends
+        os.utime(d, ns=(d.stat().st_atime_ns, d.stat().st_mtime_ns - 1_000_000_000))
+    (pipe.work / "status-summary.json").unlink(missing_ok=True)
+    pipe.add(make_study(4), files=1, nested=False)
+    assert pipe.run().code == 0  # a new batch: the metrics, and so the summary's entries, are made again
+    d = pipe.batch_dirs()[make_study(1).folder]
+    result = json.loads((d / "result.json").read_text())
+    stamp = d.stat()
+    (d / "result.json").write_text(json.dumps(dict(result, status="error", error="planted: never read")))
+    os.utime(d, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert "4 batches: 4 uploaded" in pipe.cli("status", "--summary").stdout
+
+
 def test_status_summary_follows_every_change_to_a_batch(pipe):
     for n in (1, 2, 3):
         pipe.add(make_study(n), files=1, nested=False)
