@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 from conftest import Pipeline, make_study
@@ -152,6 +153,15 @@ def test_stage_2_seconds_are_each_batchs_share_of_its_groups_call(pipe):
     assert abs(df["identifiers_seconds"].sum() - sum(g[0]["stage"]["group_seconds"] for g in groups.values())) < 0.01
 
 
+def plant_an_error_behind_the_summarys_back(d: Path) -> None:
+    """Rewrite batch folder ``d``'s result as an error, keeping the folder's time: a summary that still
+    counts the batch as uploaded has not read it again."""
+    result = json.loads((d / "result.json").read_text())
+    stamp = d.stat()
+    (d / "result.json").write_text(json.dumps(dict(result, status="error", error="planted: never read")))
+    os.utime(d, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+
 def test_a_second_status_summary_reads_only_the_batches_whose_folder_changed(pipe):
     """At 10,000 batches, reading every checkpoint took half of ``status --summary``'s second."""
     for n in (1, 2, 3):
@@ -160,13 +170,7 @@ def test_a_second_status_summary_reads_only_the_batches_whose_folder_changed(pip
     for d in pipe.batch_dirs().values():  # as a second after the run: a folder changed within 0.1 s is read again
         os.utime(d, ns=(d.stat().st_atime_ns, d.stat().st_mtime_ns - 1_000_000_000))
     assert "3 batches: 3 uploaded" in pipe.cli("status", "--summary").stdout
-    # Rewrite one batch's result behind the summary's back, keeping its folder's time: the summary
-    # that follows must not have read it again (and so still counts it as uploaded).
-    d = pipe.batch_dirs()[make_study(1).folder]
-    result = json.loads((d / "result.json").read_text())
-    stamp = d.stat()
-    (d / "result.json").write_text(json.dumps(dict(result, status="error", error="planted: never read")))
-    os.utime(d, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    plant_an_error_behind_the_summarys_back(pipe.batch_dirs()[make_study(1).folder])
     assert "3 batches: 3 uploaded" in pipe.cli("status", "--summary").stdout
 
 
@@ -180,11 +184,7 @@ def test_the_run_primes_status_summary_so_its_first_answer_reads_only_what_chang
     (pipe.work / "status-summary.json").unlink(missing_ok=True)
     pipe.add(make_study(4), files=1, nested=False)
     assert pipe.run().code == 0  # a new batch: the metrics, and so the summary's entries, are made again
-    d = pipe.batch_dirs()[make_study(1).folder]
-    result = json.loads((d / "result.json").read_text())
-    stamp = d.stat()
-    (d / "result.json").write_text(json.dumps(dict(result, status="error", error="planted: never read")))
-    os.utime(d, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    plant_an_error_behind_the_summarys_back(pipe.batch_dirs()[make_study(1).folder])
     assert "4 batches: 4 uploaded" in pipe.cli("status", "--summary").stdout
 
 
