@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 DEAD_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, connections fail at once
@@ -63,6 +64,9 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 60) 
     raise RuntimeError(f"emulator did not answer {url} in {seconds}s:\n{log.read_text()[-3000:]}")
 
 
+BIND_FAILED = ("address already in use", "failed to bind")  # what the emulators say when a port was taken
+
+
 class Emulator:
     def __init__(self, root: Path):
         self.root = root
@@ -89,6 +93,29 @@ class Emulator:
         with open(self.log, "ab") as log:  # a file, never a pipe nobody reads
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
+    def _start(self, command: Callable[[], list[str]], env: dict, ready_path: str) -> None:
+        """Start the emulator and wait until ``ready_path`` answers.
+
+        A free port is only free when it is picked: a test running beside this one can take it
+        before the emulator binds it. Then the emulator exits saying so, and it is started
+        again on new ports.
+        """
+        for attempt in range(5):
+            start = self.log.stat().st_size if self.log.exists() else 0
+            self._spawn(command(), env)
+            assert self.proc is not None
+            try:
+                wait_http(f"{self.endpoint}{ready_path}", self.proc, self.log)
+                return
+            except RuntimeError:
+                said = self.log.read_text(errors="replace")[start:].lower()
+                if attempt == 4 or not any(words in said for words in BIND_FAILED):
+                    raise
+            self.new_ports()
+
+    def new_ports(self) -> None:
+        self.port = free_port()
+
 
 class GcsEmulator(Emulator):
     """fake-gcs-server, filesystem backend under ``root/data``."""
@@ -103,8 +130,8 @@ class GcsEmulator(Emulator):
         return str(found[0])
 
     def start(self) -> GcsEmulator:
-        self._spawn(
-            [
+        self._start(
+            lambda: [
                 self.binary(),
                 "-scheme",
                 "http",
@@ -122,8 +149,8 @@ class GcsEmulator(Emulator):
                 "warn",
             ],
             offline_env(self.root),
+            "/storage/v1/b",
         )
-        wait_http(f"{self.endpoint}/storage/v1/b", self.proc, self.log)
         return self
 
 
@@ -142,28 +169,34 @@ class BigQueryEmulator(Emulator):
         env = offline_env(self.root / "home")
         env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
         self.grpc_port = free_port()
-        command = [
-            str(Path(sys.executable).parent / "bqemulator"),
-            "start",
-            "--rest-host",
-            "127.0.0.1",
-            "--rest-port",
-            str(self.port),
-            "--grpc-host",
-            "127.0.0.1",
-            "--grpc-port",
-            str(self.grpc_port),
-            "--persistent",
-            "--data-dir",
-            str(self.root / "data"),
-            "--project",
-            "test-project",
-            "--log-level",
-            "warning",
-        ]
-        self._spawn(command, env)
-        wait_http(f"{self.endpoint}/bigquery/v2/projects/test-project/datasets", self.proc, self.log)
+
+        def command() -> list[str]:
+            return [
+                str(Path(sys.executable).parent / "bqemulator"),
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                str(self.port),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(self.grpc_port),
+                "--persistent",
+                "--data-dir",
+                str(self.root / "data"),
+                "--project",
+                "test-project",
+                "--log-level",
+                "warning",
+            ]
+
+        self._start(command, env, "/bigquery/v2/projects/test-project/datasets")
         return self
+
+    def new_ports(self) -> None:
+        super().new_ports()
+        self.grpc_port = free_port()
 
 
 class FaultyProxy:
