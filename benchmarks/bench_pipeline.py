@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -194,7 +193,7 @@ def two_processes(root: Path, batches: int, files: int) -> dict:
         try:
             extra = {"sendit.chunk_size": 2, "retcode.already_running": 0, "retcode.missing_data": 0}
             cfg = harness.write_cfg(run_root, extra)
-            env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(harness.REPO))
+            env = harness.run_env(cfg)
             command = harness.luigi_command(
                 "ProcessAll",
                 "--scheduler-host",

@@ -9,7 +9,6 @@ memory and the slowest ``/api/task_list`` answer seen during the run.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import threading
@@ -66,7 +65,7 @@ def measure(root: Path, scheduler: str) -> dict:
 
 def status_summary(root: Path) -> float:
     """Seconds ``python -m sendit_luigi status --summary`` takes, start-up included."""
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(root / "luigi.cfg"), PYTHONPATH=str(harness.REPO))
+    env = harness.run_env(root / "luigi.cfg")
     log = root / f"status-{time.monotonic_ns()}.log"
     start = time.perf_counter()
     code = harness.run_command([sys.executable, "-m", "sendit_luigi", "status", "--summary"], root, env, log)
@@ -78,7 +77,7 @@ def status_summary(root: Path) -> float:
 def timed_run(root: Path, server) -> dict:
     """Run ProcessAll; note when the first per-batch task started, and sample luigid while it runs."""
     cfg = harness.write_cfg(root)
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(harness.REPO))
+    env = harness.run_env(cfg)
     where = (
         ["--local-scheduler"]
         if server is None

@@ -39,6 +39,11 @@ def write_cfg(root: Path, extra: dict | None = None) -> Path:
     return path
 
 
+def run_env(cfg: Path) -> dict:
+    """The environment a command of this project runs in: this checkout's package, the run's ``luigi.cfg``."""
+    return dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(REPO))
+
+
 class Started(Protocol):
     """A started command, as ``subprocess.Popen`` is one."""
 
@@ -75,7 +80,7 @@ def run_command(argv: list[str], cwd: Path, env: dict, log: Path, peak_file: Pat
 def luigi(root: Path, task: str = "ProcessAll", workers: int = 1, extra: dict | None = None) -> dict:
     """Run the luigi command; return wall seconds, exit code, and the run's peak RSS (MB; 0 when not measured)."""
     cfg = write_cfg(root, extra)
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(cfg), PYTHONPATH=str(REPO))
+    env = run_env(cfg)
     command = luigi_command(task, "--local-scheduler", "--workers", str(workers), "--log-level", "WARNING")
     log, peak = root / f"luigi-{time.monotonic_ns()}.log", root / "peak-rss-kb"
     peak.unlink(missing_ok=True)

@@ -42,9 +42,8 @@ def collect(vault_path: Path) -> dict:
             }
         )
     vault = {}
-    path = vault_path
-    if path.exists():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    if vault_path.exists():
+        db = sqlite3.connect(f"file:{vault_path}?mode=ro", uri=True)
         db.row_factory = sqlite3.Row
         try:
             vault = {

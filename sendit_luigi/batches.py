@@ -206,7 +206,7 @@ def make_work_folder(b: Batch) -> None:
 
 
 def discovered_path() -> Path:
-    return _settings().work_path() / "discovered.json"
+    return _work_path() / "discovered.json"
 
 
 def discovered() -> dict[str, str]:
@@ -226,7 +226,7 @@ def _read_discovered(path: Path, inode: int, mtime_ns: int) -> dict[str, str]:
 
 def known_keys() -> list[str]:
     """Keys of every batch this work folder knows: recorded (a work folder), or found by the last discovery."""
-    root = _settings().work_path() / "batches"
+    root = _batches_root(_settings())
     recorded = {p.name for p in root.iterdir() if (p / "source.json").exists()} if root.is_dir() else set()
     return sorted(recorded | discovered().keys())
 

@@ -52,7 +52,8 @@ def atomic_writer(path: Path, verify: Callable[[Path], None] | None = None) -> I
     As Luigi's atomic ``LocalTarget`` writer does: the bytes go to ``<path>-luigi-tmp-N``,
     which is renamed over ``path`` on success and deleted on error. Unlike it, the temporary
     file is created 0600 (never readable by others, not even for a moment), and its folder
-    is made only when missing (discovery writes 100,000 of these before the first task).
+    is made only when missing (a try, not a ``makedirs`` before every file: at 100,000 batches the
+    checkpoints are the cost).
     ``verify``, if given, reads the finished temporary file and raises if it is not whole;
     then nothing is renamed.
     """
