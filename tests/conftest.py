@@ -342,6 +342,15 @@ def read_and_assign(b):
     return settings
 
 
+def shipped_scheduler_section() -> str:
+    """luigi.cfg's ``[scheduler]`` section: what luigid reads, as shipped (docker/luigi.cfg has the same)."""
+    import configparser
+
+    shipped = configparser.ConfigParser(interpolation=None)
+    shipped.read(Path(__file__).resolve().parent.parent / "luigi.cfg")
+    return "[scheduler]\n" + "".join(f"{k} = {v}\n" for k, v in shipped["scheduler"].items())
+
+
 class Luigid:
     """A real luigid on 127.0.0.1 with a free port, state and logs in a temp folder."""
 
@@ -351,7 +360,7 @@ class Luigid:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = root / "luigid.cfg"
-        cfg.write_text("[scheduler]\nremove_delay = 300\nrecord_task_history = false\n")  # as docker/luigi.cfg
+        cfg.write_text(shipped_scheduler_section())
         self.log = root / "luigid.out"
         self.server_log = root / "luigid-logs" / "luigi-server.log"  # with tornado's access log: one line a call
         (root / "luigid-logs").mkdir()  # luigid does not create its log folder
