@@ -342,25 +342,27 @@ def read_and_assign(b):
     return settings
 
 
-def shipped_scheduler_section() -> str:
-    """luigi.cfg's ``[scheduler]`` section: what luigid reads, as shipped (docker/luigi.cfg has the same)."""
+def shipped_scheduler_section(**overrides: object) -> str:
+    """luigi.cfg's ``[scheduler]`` section, what luigid reads, as shipped (docker/luigi.cfg has the same)."""
     import configparser
 
     shipped = configparser.ConfigParser(interpolation=None)
     shipped.read(Path(__file__).resolve().parent.parent / "luigi.cfg")
-    return "[scheduler]\n" + "".join(f"{k} = {v}\n" for k, v in shipped["scheduler"].items())
+    settings = {**shipped["scheduler"], **{k: str(v) for k, v in overrides.items()}}
+    return "[scheduler]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
 
 
 class Luigid:
     """A real luigid on 127.0.0.1 with a free port, state and logs in a temp folder."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, **scheduler: object):
+        """``scheduler``: settings of luigi.cfg's ``[scheduler]`` section to change for this luigid."""
         from emulators import free_port, wait_http
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = root / "luigid.cfg"
-        cfg.write_text(shipped_scheduler_section())
+        cfg.write_text(shipped_scheduler_section(**scheduler))
         self.log = root / "luigid.out"
         self.server_log = root / "luigid-logs" / "luigi-server.log"  # with tornado's access log: one line a call
         (root / "luigid-logs").mkdir()  # luigid does not create its log folder

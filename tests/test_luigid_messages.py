@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import make_study
+from conftest import Luigid, make_study, shipped_scheduler_section
 
 
 def test_every_batch_task_ends_with_its_own_outcome_and_process_all_counts_the_run(pipe, luigid):
@@ -59,3 +59,26 @@ def test_quick_one_file_batches_cost_luigid_three_messages_each_and_few_progress
     final = luigid.api("task_list", status="DONE", search="")
     told = [t["status_message"] for t in final.values() if t["name"] == "Anonymize" and "+" not in t["params"]["label"]]
     assert len(told) == batches and all(m.endswith(": done: 1 files") for m in told), told
+
+
+def test_past_max_shown_tasks_the_page_counts_finished_tasks_and_search_still_finds_a_batch(pipe, tmp_path):
+    """At 100,000 batches luigid holds tens of thousands of finished tasks. Listing them all took it
+    1.5-2.2 s, during which it answered no worker. Past ``[scheduler] max_shown_tasks`` the page's
+    finished list is their number, and a batch key typed in its search box still finds that batch."""
+    assert "max_shown_tasks = 10000" in shipped_scheduler_section()
+    for n in range(1, 7):
+        pipe.add(make_study(n), files=1, nested=False)
+    (tmp_path / "luigid").mkdir()
+    server = Luigid(tmp_path / "luigid", max_shown_tasks=10)  # the shipped section, with a limit this small run passes
+    try:
+        run = pipe.run(scheduler_port=server.port, workers=1)
+        assert run.code == 0, run.output
+        done = server.api("task_list", status="DONE", upstream_status="", search="")
+        assert list(done) == ["num_tasks"] and done["num_tasks"] > 10, done
+        key = pipe.batch_dirs()[make_study(3).folder].name
+        found = server.api("task_list", status="DONE", upstream_status="", search=key)
+        own = {t["name"]: t["status_message"] for t in found.values() if t["params"].get("label") == key}
+        assert own["Anonymize"] == f"{key}: done: 1 files", found
+        assert own["ExtractHeaders"].startswith(f"{key}: headers read"), found
+    finally:
+        server.stop()
