@@ -4,7 +4,7 @@ One-file batches (small mix), the shipped settings (``group_size = 20``,
 ``chunk_size = 500``) and ``--workers 2``, as an operator would run them. For each
 size: the wall time and its cost per batch, the seconds before the first task
 started, a no-op rerun, and ``status --summary``; against luigid also its peak
-memory and the slowest ``/api/task_list`` answer seen during the run.
+memory and the slowest load of its task list page seen during the run.
 """
 
 from __future__ import annotations

@@ -168,6 +168,14 @@ def test_cleanup_removes_work_files_of_uploaded_batches_only_and_inputs_only_whe
     assert sorted(p.name for p in pipe.input.iterdir()) == ["ACCN49999"]  # the errored batch stays
 
 
+def test_the_docker_luigid_reads_the_scheduler_settings_the_tests_run_luigid_with():
+    """The test luigid reads luigi.cfg's ``[scheduler]`` section; the image's luigid reads docker/luigi.cfg's."""
+    shipped, docker = configparser.ConfigParser(), configparser.ConfigParser()
+    shipped.read(REPO / "luigi.cfg")
+    docker.read(REPO / "docker" / "luigi.cfg")
+    assert {k: v for k, v in docker["scheduler"].items() if k != "state_path"} == dict(shipped["scheduler"])
+
+
 def test_compose_services_commands_and_volumes_line_up_with_the_config():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     cfg = configparser.ConfigParser()
