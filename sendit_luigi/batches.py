@@ -13,7 +13,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +350,8 @@ class Outcome:
     error: int = 0
     error_this_run: int = 0
     waiting: int = 0
+    retryable: int = 0  # batches whose error is tried again by the next run (a service was down, disk space)
+    ended: list[str] = field(default_factory=list)  # keys of the batches that ended empty or in error
 
     def line(self) -> str:
         """``6 batches: 4 uploaded, 1 error, 1 empty`` (only the statuses that occur)."""
@@ -369,6 +371,14 @@ class Outcome:
         self.count(kind(b, state))
         if state == "error" and finished_at(result) >= RUN.started:
             self.error_this_run += 1
+        if result is not None and result.get("retryable"):
+            self.retryable += 1
+        elif state in ("error", "empty"):
+            self.ended.append(b.key)
+
+    def settled_for_good(self) -> bool:
+        """Every batch is uploaded, or ended empty or in an error that only a change of its input retries."""
+        return self.uploaded + self.empty + self.error == self.total and not self.retryable
 
     def count(self, kind: str) -> None:
         """Count one batch of ``kind`` (``kind()``)."""

@@ -47,7 +47,7 @@ import luigi.worker
 from luigi.execution_summary import LuigiStatusCode
 from luigi.parameter import ParameterVisibility
 
-from . import alerts, batches, config, dryrun, logs, metrics, progress, stages, views
+from . import alerts, batches, config, dryrun, logs, metrics, progress, settled, stages, views
 from .errors import TaskFailed, describe
 from .identifiers import backend_module, get_backend
 from .storage import check_settings, get_store
@@ -362,6 +362,12 @@ class UploadAll(Reported, luigi.WrapperTask):
         n = max(config.upload.get().workers, 1)
         return [UploadShard(shard=i, shards=n, max_batches=self.max_batches) for i in range(n)]
 
+    def complete(self) -> bool:
+        """Done without reading any batch while the last run's settled record holds (``settled``)."""
+        prepare_run()
+        ProcessBatches(self.max_batches).all_keys()  # this run's discovery first: a new batch moves the stamp
+        return settled.holds(config.sendit.get().work_path()) or super().complete()
+
 
 class ExportMetrics(Reported, luigi.Task):
     """``<work_dir>/metrics.csv``: one row per batch the work folder knows (done or not). Rewritten only on change."""
@@ -432,7 +438,11 @@ class ProcessAll(Reported, luigi.WrapperTask):
             plan = dryrun.plan(self.max_batches, config.storage.get().collection)
             print(dryrun.render(plan, config.sendit.get().work_path()), flush=True)
             return
+        work = config.sendit.get().work_path()
+        stamp = metrics.settled_stamp(work)  # before reading the batches: a change made meanwhile moves it
         outcome = batches.outcome([batches.batch(k) for k in ProcessBatches(self.max_batches).batch_keys()])
+        if not self.max_batches:  # every batch: the next run may take them as settled
+            settled.record(work, stamp, outcome)
         print(outcome.line(), flush=True)
         self.show(f"{progress.run_line()}; {outcome.line()}", 100)
         problem = outcome.problem(config.sendit.get().fail_on_batch_errors)
