@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import batches, cleanup, config, dryrun, inspection, metrics, stages, views
+from . import batches, cleanup, config, dryrun, inspection, metrics, settled, stages, views
 from .deidentify import Recipe
 from .workdir import write_bytes
 
@@ -92,6 +92,7 @@ def retry(keys: list[str], errors: bool = False) -> int:
         keys += [k for k in batches.known_keys() if batches.status(batches.batch(k))[0] == "error"]
     if unknown(keys):
         return 2
+    settled.forget(config.sendit.get().work_path())  # before the checkpoints go: a kill in between loses nothing
     refused = [k for k in sorted(set(keys)) if not batches.retry(batches.batch(k))]
     for key in refused:
         print(f"batch {key} is uploaded; python -m sendit_luigi reprocess {key} makes it again")
@@ -109,6 +110,7 @@ def reprocess(keys: list[str], older_recipe: bool = False) -> int:
     if not keys:
         print("nothing to reprocess: name batch keys, or --older-recipe")
         return 0
+    settled.forget(config.sendit.get().work_path())
     done = [k for k in sorted(set(keys)) if batches.reprocess(batches.batch(k))]
     print(
         f"{len(done)} batches will be de-identified and uploaded again at the next run "

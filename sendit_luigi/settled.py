@@ -11,7 +11,8 @@ batch's folder and removed by an unlink from it, and both move the folder's time
 a batch folder added to or removed from the input rewrites ``discovered.json``,
 whose time is part of the stamp. The batches that ended empty or in error are
 still run again when their input changes (``batches.retry_if_changed``), as in
-any run.
+any run. The operator's ``retry`` and ``reprocess`` drop the record themselves
+(``forget``), so that what they ask for never depends on a folder's time.
 
 At 100,000 batches, reading every batch's checkpoints made a rerun with nothing
 to do take 12-16 s, and 42 s once they had left the page cache after a long run.
@@ -37,7 +38,12 @@ def record(work_dir: Path, stamp: str | None, outcome: batches.Outcome) -> None:
     if stamp is not None and outcome.settled_for_good():
         write_json(record_path(work_dir), {"stamp": stamp, "ended": outcome.ended})
     else:
-        record_path(work_dir).unlink(missing_ok=True)
+        forget(work_dir)
+
+
+def forget(work_dir: Path) -> None:
+    """Drop the record: an operator's ``retry`` or ``reprocess`` must be run, whatever the folders' times say."""
+    record_path(work_dir).unlink(missing_ok=True)
 
 
 def holds(work_dir: Path) -> bool:

@@ -83,6 +83,27 @@ def test_retry_makes_named_or_all_errored_batches_run_again(pipe):
     assert pipe.cli("retry", bad).returncode == 0
 
 
+def test_retry_and_reprocess_are_run_even_if_the_batch_folders_time_did_not_move(pipe):
+    """The settled record trusts the batch folders' times; an operator's retry or reprocess does not:
+    here each command's change is hidden from the folder times (as a clock set back would hide it)."""
+    pipe.add(make_study(1), files=1, nested=False)
+    pipe.add(make_study(2), files=1, nested=False)
+    add_bad(pipe)
+    assert pipe.run().code == 0
+    dirs = pipe.batch_dirs()
+    for command, folder, stage in (
+        ("retry", "ACCN-BROKEN", "ExtractHeaders"),
+        ("reprocess", make_study(2).folder, "Anonymize"),
+    ):
+        d = dirs[folder]
+        stamp = d.stat()
+        assert pipe.cli(command, d.name).returncode == 0
+        os.utime(d, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        again = pipe.run()
+        assert again.code == 0, again.output
+        assert again.ran(stage) == 1, (command, again.output)
+
+
 def test_status_summary_one_batch_and_where(pipe):
     pipe.add(make_study(1), files=2, nested=False)
     add_bad(pipe)
