@@ -227,8 +227,12 @@ def _read_discovered(path: Path, inode: int, mtime_ns: int) -> dict[str, str]:
 def known_keys() -> list[str]:
     """Keys of every batch this work folder knows: recorded (a work folder), or found by the last discovery."""
     root = _batches_root(_settings())
-    recorded = {p.name for p in root.iterdir() if (p / "source.json").exists()} if root.is_dir() else set()
-    return sorted(recorded | discovered().keys())
+    found = discovered()
+    keys = set(found)
+    if root.is_dir():  # a folder's source.json is looked for only when the discovery did not find it (10,000 stats)
+        with os.scandir(root) as entries:
+            keys.update(e.name for e in entries if e.name not in found and os.path.exists(f"{e.path}/source.json"))
+    return sorted(keys)
 
 
 def folder_times(work_dir: Path) -> dict[str, int]:
