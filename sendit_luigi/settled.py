@@ -15,7 +15,8 @@ any run. The operator's ``retry`` and ``reprocess`` drop the record themselves
 (``forget``), so that what they ask for never depends on a folder's time.
 
 At 100,000 batches, reading every batch's checkpoints made a rerun with nothing
-to do take 12-16 s, and 42 s once they had left the page cache after a long run.
+to do take 14 s with them in the page cache, and 86 s without; with the record,
+3.4 s and 17 s (BENCHMARKS.md, section 3).
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def holds(work_dir: Path) -> bool:
     Call it after this run's discovery (``batches.discover``), which rewrites
     ``discovered.json`` when a batch folder came or went.
     """
-    settled = read_json_or_none(record_path(work_dir))
-    if not settled or metrics.folders_stamp(work_dir) != settled["stamp"]:
+    try:
+        settled = read_json_or_none(record_path(work_dir)) or {}
+    except ValueError:  # not a record this package wrote (it writes whole files): as if there were none
         return False
-    return not any(batches.retry_if_changed(batches.batch(key)) for key in settled["ended"])
+    if "stamp" not in settled or metrics.folders_stamp(work_dir) != settled["stamp"]:
+        return False
+    return not any(batches.retry_if_changed(batches.batch(key)) for key in settled.get("ended", []))

@@ -23,6 +23,10 @@ a worker up to ``[sendit] group_size`` batches of one stage at a time; the key
 parameter of such a group is ``@`` and a digest naming its key list, and luigid
 shows its ``label``, the first key and how many more (``progress.py``).
 
+A run that leaves every batch settled (uploaded, empty, or in an error that only
+a change of its input retries) writes ``settled.json``; while no batch folder has
+changed since, the next run takes the upload as done and reads no batch (``settled.py``).
+
 Problems with one file or one batch do not fail a task: they are recorded in
 the checkpoints (``status`` shows them) and the batch ends as ``error`` or
 ``empty``. Errors from an outside service are marked retryable; the next run

@@ -48,6 +48,17 @@ def test_a_rerun_of_a_settled_archive_reads_no_batch_until_a_batch_folder_change
     assert third.ran("Anonymize") == len(dirs) == 4
 
 
+def test_a_settled_record_that_is_not_json_is_ignored_and_the_batches_are_read(done: Pipeline):
+    (done.work / "settled.json").write_text("{ not json")
+    tarball = next(iter(done.batch_dirs().values())) / "study.tar.gz"
+    tarball.unlink()  # so that reading the batches shows: this one is made again
+
+    again = done.run()
+
+    assert again.code == 0, again.output
+    assert again.ran("Anonymize") == 1 and tarball.exists()
+
+
 def test_deleting_one_batchs_tarball_redoes_only_that_batch(done: Pipeline):
     dirs = done.batch_dirs()
     victim = dirs[make_study(2).folder]
